@@ -1,0 +1,102 @@
+# Makefile - builds momentd (one binary), its tests and benchmarks.
+#
+#   make            build ./momentd (CUDA backend too when nvcc is found)
+#   make test       unit tests, then end-to-end tests against the real daemon
+#   make asan       build and run the unit tests with AddressSanitizer + UBSan
+#   make CUDA=0     force a CPU-only build
+#   make clean
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -MMD -MP -pthread
+PKGS    := libmicrohttpd libavformat libavcodec libavutil libswscale libcjson sqlite3
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+
+BUILD   ?= build
+BIN     ?= momentd
+
+# CUDA ?= auto: use nvcc from PATH or CUDA's standard location when present.
+CUDA ?= auto
+ifeq ($(CUDA),auto)
+  NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+else ifeq ($(CUDA),0)
+  NVCC :=
+else
+  NVCC := $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+endif
+
+ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c
+VIDEO_SRC  := video/probe.c
+SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
+MAIN_SRC   := server/main.c
+LIB_SRC    := $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC)
+
+ifneq ($(NVCC),)
+  CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
+  CUDA_SRC   := $(wildcard cuda/*.cu)
+  CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+  CFLAGS     += -DMD_HAVE_CUDA
+  NVCCFLAGS  ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+                -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
+  # Static cudart: the binary runs (and falls back to the CPU) where no CUDA runtime is installed.
+  LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+  BUILD_KIND := CPU + CUDA ($(NVCC))
+else
+  BUILD_KIND := CPU only (nvcc not found)
+endif
+
+OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
+MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
+SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
+
+UNIT_TESTS := test_core test_server test_video
+UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
+
+.PHONY: all test unit e2e asan clean build-info
+all: build-info $(BIN)
+
+build-info:
+	@echo "momentd build: $(BUILD_KIND)"
+
+$(BIN): $(OBJ) $(MAIN_OBJ) $(CUDA_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu engine/backend.h engine/status.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(BUILD)/embedded.c: tools/embed.sh server/openapi.json $(SCHEMA)
+	@mkdir -p $(BUILD)
+	sh tools/embed.sh $@ server/openapi.json $(SCHEMA)
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
+
+e2e: $(BIN)
+	bash tests/e2e/run.sh ./$(BIN)
+
+# The whole suite: unit tests, then the end-to-end tests against the real daemon.
+test: all unit e2e
+
+# AddressSanitizer + UBSan build in its own directory; runs the unit tests.
+asan:
+	$(MAKE) BUILD=build-asan BIN=build-asan/momentd CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+		build-asan/momentd unit
+
+clean:
+	rm -rf build build-asan momentd
+
+-include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,102 @@
+/* momentd.h - the momentd engine library: the video library, its jobs and workers.
+ *
+ * This is the one header the server includes; SQLite, FFmpeg and CUDA stay
+ * behind it. Usage:
+ *
+ *   md_library_params p = md_library_default_params();
+ *   p.data_dir = "./data";
+ *   md_library *lib; md_error e;
+ *   if (md_library_open(&p, &lib, &e) != MD_OK) { fprintf(stderr, "%s\n", e.msg); exit(1); }
+ *   md_library_start(lib);                        // worker threads start taking jobs
+ *   md_upload *u; md_upload_begin(lib, "clip.mp4", &u, &e);
+ *   md_upload_write(u, bytes, n, &e);             // as the body arrives, any number of times
+ *   cJSON *res; int created; md_upload_finish(u, &res, &created, &e);  // {"video":..,"job":..}
+ *   ...
+ *   md_library_close(lib);                        // workers checkpoint, database closes
+ *
+ * Thread-safety: every md_library_* and md_upload_* function may be called from
+ * any thread at the same time, except that one md_upload is used by one thread
+ * at a time and md_library_close() is called once, after all other calls ended.
+ * Functions that return cJSON hand ownership to the caller (cJSON_Delete).
+ * On failure functions return a status and write a human-readable message to
+ * the md_error they are given (which may be NULL).
+ */
+#ifndef MD_MOMENTD_H
+#define MD_MOMENTD_H
+
+#include <stddef.h>
+
+#include "cJSON.h"
+#include "status.h"
+
+#define MD_VERSION "0.1.0"
+
+typedef struct md_error {
+    char msg[1024];
+} md_error;
+
+/* Sets E->msg (if E is not NULL) and returns ST, for "return md_fail(e, st, ...)". */
+md_status md_fail(md_error *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+typedef struct md_library md_library;
+typedef struct md_upload md_upload;
+
+typedef struct md_library_params {
+    const char *data_dir;             /* database, uploads (videos/), temporary files (tmp/) */
+    int workers;                      /* indexing threads, >= 1 */
+    long long max_upload;             /* bytes */
+    const char *const *allowed_roots; /* canonical absolute directories for md_library_index_paths */
+    int n_allowed_roots;
+    int job_retries;        /* times an interrupted job is resumed before it fails */
+    int debug_job_delay_ms; /* test hook: sleep at the start of each job */
+} md_library_params;
+
+md_library_params md_library_default_params(void);
+
+/* Creates DATA_DIR if needed, opens and migrates the database, removes
+ * temporary files left by a crash and puts jobs that were running when the
+ * process died back in the queue (or fails them after job_retries attempts).
+ * Does not start workers. */
+md_status md_library_open(const md_library_params *p, md_library **out, md_error *e);
+/* Starts the worker threads. */
+md_status md_library_start(md_library *lib, md_error *e);
+/* Stops taking jobs, lets running jobs checkpoint (they go back to 'queued'
+ * with their progress), joins the workers and closes the database. NULL is a no-op. */
+void md_library_close(md_library *lib);
+
+/* Uploads: bytes are streamed to a temporary file while being hashed; finish
+ * moves the file to its content address. md_upload_write returns
+ * MD_ERR_TOO_LARGE past max_upload and MD_ERR_NO_SPACE on a full disk; after
+ * any error call md_upload_abort, which removes the temporary file and frees U. */
+md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md_error *e);
+md_status md_upload_write(md_upload *u, const void *data, size_t len, md_error *e);
+/* Frees U in every case. *CREATED is 1 for a new video (a job was queued) and 0
+ * when the same bytes were already known; *OUT is {"video": {...}, "job": {...}}. */
+md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_error *e);
+void md_upload_abort(md_upload *u);
+long long md_upload_size(const md_upload *u);
+
+/* Videos. List: {"videos": [...], "total": N, "limit": L, "offset": O, "next_offset": N|null}. */
+md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_error *e);
+md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_error *e);
+/* Removes the video's rows (jobs and segments cascade) and, for uploads, its
+ * stored file. A running job of that video notices and stops. */
+md_status md_library_delete_video(md_library *lib, long long id, md_error *e);
+
+/* Indexes files already on the server. Each path must resolve (symlinks and
+ * ".." included) inside an allowed root, else MD_ERR_FORBIDDEN and nothing is
+ * queued. Directories are walked recursively for video files. *OUT is
+ * {"queued": [...], "skipped": [...], "errors": [...]}. */
+md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_error *e);
+
+md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_error *e);
+
+typedef struct md_library_stats {
+    long long jobs_queued, jobs_running, jobs_done, jobs_failed;
+    long long videos;
+    long long bytes_stored; /* uploaded files kept in data_dir */
+    long long bytes_indexed_paths; /* archive files indexed in place */
+} md_library_stats;
+md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_error *e);
+
+#endif

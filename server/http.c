@@ -1,0 +1,543 @@
+/* http.c - libmicrohttpd glue: route matching, authentication, CORS, request
+ * bodies (JSON or streamed uploads), responses, the request log and the
+ * request counters behind /metrics.
+ */
+#define _XOPEN_SOURCE 700
+#define _DEFAULT_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../engine/log.h"
+#include "server.h"
+
+/* ---- request counters ------------------------------------------------- */
+
+#define MAX_COUNTERS 512
+static struct counter {
+    int route;
+    unsigned int code;
+    unsigned long long n;
+    double seconds;
+} g_counters[MAX_COUNTERS];
+static int g_n_counters;
+static pthread_mutex_t g_counters_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void md_metrics_count(int route_index, unsigned int code, double seconds)
+{
+    pthread_mutex_lock(&g_counters_mu);
+    int i = 0;
+    for (; i < g_n_counters; i++)
+        if (g_counters[i].route == route_index && g_counters[i].code == code)
+            break;
+    if (i == g_n_counters && g_n_counters < MAX_COUNTERS)
+        g_counters[g_n_counters++] = (struct counter){route_index, code, 0, 0};
+    if (i < MAX_COUNTERS) {
+        g_counters[i].n++;
+        g_counters[i].seconds += seconds;
+    }
+    pthread_mutex_unlock(&g_counters_mu);
+}
+
+static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (*buf && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *nb = realloc(*buf, nc);
+        if (!nb)
+            return;
+        *buf = nb;
+        *cap = nc;
+    }
+}
+
+void md_metrics_write(char **buf, size_t *len, size_t *cap)
+{
+    appendf(buf, len, cap, "# HELP momentd_http_requests_total HTTP requests by route and status.\n"
+                           "# TYPE momentd_http_requests_total counter\n");
+    pthread_mutex_lock(&g_counters_mu);
+    for (int i = 0; i < g_n_counters; i++) {
+        const struct counter *c = &g_counters[i];
+        const char *m = c->route >= 0 ? md_routes[c->route].method : "";
+        const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
+        appendf(buf, len, cap, "momentd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n", m, p,
+                c->code, c->n);
+    }
+    appendf(buf, len, cap, "# HELP momentd_http_request_seconds_total Time spent answering, by route and status.\n"
+                           "# TYPE momentd_http_request_seconds_total counter\n");
+    for (int i = 0; i < g_n_counters; i++) {
+        const struct counter *c = &g_counters[i];
+        const char *m = c->route >= 0 ? md_routes[c->route].method : "";
+        const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
+        appendf(buf, len, cap, "momentd_http_request_seconds_total{method=\"%s\",route=\"%s\",status=\"%u\"} %.6f\n",
+                m, p, c->code, c->seconds);
+    }
+    pthread_mutex_unlock(&g_counters_mu);
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+/* Matches URL against PATTERN; fills PARAMS for "{id}" segments. Returns 1 on
+ * a match, 0 otherwise, -1 when the shape matches but an id is not a positive
+ * integer (reported as 404 for that resource). */
+int md_match_pattern(const char *pattern, const char *url, long long *params)
+{
+    const char *p = pattern, *u = url;
+    int np = 0, bad_id = 0;
+    while (*p && *u) {
+        if (*p != '/' || *u != '/')
+            return 0;
+        p++, u++;
+        size_t pl = strcspn(p, "/"), ul = strcspn(u, "/");
+        if (pl == 4 && strncmp(p, "{id}", 4) == 0) {
+            long long v = 0;
+            int ok = ul > 0 && ul <= 18;
+            for (size_t i = 0; ok && i < ul; i++) {
+                if (u[i] < '0' || u[i] > '9')
+                    ok = 0;
+                else
+                    v = v * 10 + (u[i] - '0');
+            }
+            if (!ok || v <= 0)
+                bad_id = 1;
+            if (np < MD_MAX_ROUTE_PARAMS)
+                params[np++] = v;
+        } else if (pl != ul || strncmp(p, u, pl) != 0) {
+            return 0;
+        }
+        p += pl, u += ul;
+    }
+    if (*p || *u)
+        return 0;
+    return bad_id ? -1 : 1;
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+static int origin_allowed(md_server *srv, const char *origin)
+{
+    if (!origin)
+        return 0;
+    for (int i = 0; i < srv->cfg->n_cors_origins; i++)
+        if (strcmp(srv->cfg->cors_origins[i], "*") == 0 || strcmp(srv->cfg->cors_origins[i], origin) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_cors(md_req *r, struct MHD_Response *resp)
+{
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin_allowed(r->srv, origin))
+        return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(resp, "Vary", "Origin");
+}
+
+static enum MHD_Result send_response(md_req *r)
+{
+    char *body = NULL;
+    size_t len = 0;
+    const char *type = "application/json";
+    if (r->json) {
+        body = cJSON_PrintUnformatted(r->json);
+        if (!body) {
+            r->code = 500;
+            body = strdup("{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot format the response\"}}");
+        }
+        len = body ? strlen(body) : 0;
+    } else if (r->text) {
+        body = r->text;
+        len = strlen(body);
+        type = r->text_type ? r->text_type : "text/plain; charset=utf-8";
+    }
+    /* MUST_COPY: our buffers are freed right below, whatever MHD does with them. */
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body ? body : (char *)"", MHD_RESPMEM_MUST_COPY);
+    if (r->json)
+        free(body);
+    if (!resp)
+        return MHD_NO;
+    if (len || r->json)
+        MHD_add_response_header(resp, "Content-Type", type);
+    if (r->allow)
+        MHD_add_response_header(resp, "Allow", r->allow);
+    if (r->code == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"momentd\"");
+    add_cors(r, resp);
+    enum MHD_Result ret = MHD_queue_response(r->conn, r->code, resp);
+    MHD_destroy_response(resp);
+    r->responded = 1;
+    return ret;
+}
+
+/* ---- auth ------------------------------------------------------------- */
+
+static int key_ok(md_req *r)
+{
+    const char *key = r->srv->cfg->api_key;
+    if (!key || !key[0])
+        return 1;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    /* Compare in time independent of where the first difference is. */
+    size_t kl = strlen(key), hl = strlen(h);
+    unsigned char diff = kl != hl;
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned char)key[i] ^ (unsigned char)(i < hl ? h[i] : 0);
+    return diff == 0;
+}
+
+/* ---- bodies ----------------------------------------------------------- */
+
+static void body_fail(md_req *r, md_status st, const char *msg)
+{
+    if (r->body_status != MD_OK)
+        return;
+    r->body_status = st;
+    snprintf(r->body_err.msg, sizeof r->body_err.msg, "%s", msg);
+    md_upload_abort(r->upload);
+    r->upload = NULL;
+}
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                 const char *content_type, const char *transfer_encoding, const char *data,
+                                 uint64_t off, size_t size)
+{
+    md_req *r = cls;
+    (void)kind, (void)key, (void)content_type, (void)transfer_encoding, (void)off;
+    if (r->body_status != MD_OK || !filename)
+        return MHD_YES; /* form fields other than the file are ignored */
+    if (!r->upload) {
+        if (r->saw_file)
+            return MHD_YES; /* one file per request: later file parts are ignored */
+        r->saw_file = 1;
+        md_error e;
+        md_status st = md_upload_begin(r->srv->lib, filename, &r->upload, &e);
+        if (st != MD_OK) {
+            body_fail(r, st, e.msg);
+            return MHD_YES;
+        }
+    }
+    if (size) {
+        md_error e;
+        md_status st = md_upload_write(r->upload, data, size, &e);
+        if (st != MD_OK)
+            body_fail(r, st, e.msg);
+    }
+    return MHD_YES;
+}
+
+static void take_body(md_req *r, const char *data, size_t size)
+{
+    if (r->body_status != MD_OK)
+        return; /* discard: an error is already decided */
+    if (r->route->body == MD_BODY_JSON) {
+        if (r->body_len + size > MD_MAX_JSON_BODY) {
+            body_fail(r, MD_ERR_TOO_LARGE, "JSON body larger than 1 MiB");
+            return;
+        }
+        if (r->body_len + size + 1 > r->body_cap) {
+            size_t nc = (r->body_len + size + 1) * 2;
+            char *nb = realloc(r->body, nc);
+            if (!nb) {
+                body_fail(r, MD_ERR_NOMEM, "out of memory");
+                return;
+            }
+            r->body = nb;
+            r->body_cap = nc;
+        }
+        memcpy(r->body + r->body_len, data, size);
+        r->body_len += size;
+        r->body[r->body_len] = 0;
+    } else if (r->route->body == MD_BODY_UPLOAD) {
+        if (r->multipart) {
+            if (MHD_post_process(r->pp, data, size) != MHD_YES)
+                body_fail(r, MD_ERR_INVALID, "malformed multipart/form-data body");
+        } else {
+            md_error e;
+            md_status st = md_upload_write(r->upload, data, size, &e);
+            if (st != MD_OK)
+                body_fail(r, st, e.msg);
+        }
+    }
+}
+
+/* First callback of a request: route, auth, declared size, body set-up.
+ * Returns 1 when a response was queued already. */
+static int begin_request(md_req *r)
+{
+    md_server *srv = r->srv;
+    int path_matched = 0, bad_id = 0;
+    char allow_buf[128] = "";
+    for (int i = 0; i < md_n_routes; i++) {
+        long long params[MD_MAX_ROUTE_PARAMS] = {0};
+        int m = md_match_pattern(md_routes[i].pattern, r->url, params);
+        if (m == 0)
+            continue;
+        path_matched = 1;
+        if (m < 0)
+            bad_id = 1;
+        size_t al = strlen(allow_buf);
+        snprintf(allow_buf + al, sizeof allow_buf - al, "%s%s", al ? ", " : "", md_routes[i].method);
+        if (strcmp(md_routes[i].method, r->method) == 0 ||
+            (strcmp(r->method, "HEAD") == 0 && strcmp(md_routes[i].method, "GET") == 0)) {
+            r->route = &md_routes[i];
+            r->route_index = i;
+            memcpy(r->params, params, sizeof params);
+        }
+    }
+    if (!path_matched) {
+        md_reply_error(r, 404, "not_found", "no such endpoint; see GET /v1/openapi.json");
+        return 1;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        /* CORS preflight: answered for every known path, without the API key. */
+        r->code = 204;
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (char *)"", MHD_RESPMEM_PERSISTENT);
+        const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+        if (origin_allowed(srv, origin)) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow_buf);
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            MHD_add_response_header(resp, "Vary", "Origin");
+        }
+        MHD_add_response_header(resp, "Allow", allow_buf);
+        MHD_queue_response(r->conn, 204, resp);
+        MHD_destroy_response(resp);
+        r->responded = 1;
+        return 1;
+    }
+    if (!r->route) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "method %s is not allowed here; allowed: %s", r->method, allow_buf);
+        r->allow = strdup(allow_buf);
+        md_reply_error(r, 405, "method_not_allowed", msg);
+        return 1;
+    }
+    if (!r->route->public_route && !key_ok(r)) {
+        md_reply_error(r, 401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer <api_key>'");
+        return 1;
+    }
+    if (bad_id) {
+        md_reply_error(r, 404, "not_found", "ids are positive integers; no such resource");
+        return 1;
+    }
+    if (!r->route->public_route && atomic_load(&srv->state) != 1) {
+        md_reply_status(r, MD_ERR_UNAVAILABLE, atomic_load(&srv->state) == 0 ? "momentd is starting; try again shortly"
+                                                                             : "momentd is shutting down");
+        return 1;
+    }
+    if (r->route->body == MD_BODY_UPLOAD) {
+        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoll(cl, NULL, 10) > srv->cfg->max_upload) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "upload of %s bytes is larger than the limit of %lld bytes (setting max_upload)",
+                     cl, srv->cfg->max_upload);
+            md_reply_status(r, MD_ERR_TOO_LARGE, msg);
+            return 1;
+        }
+        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+        if (ct && strncasecmp(ct, "multipart/form-data", 19) == 0) {
+            r->multipart = 1;
+            r->pp = MHD_create_post_processor(r->conn, 64 * 1024, post_iter, r);
+            if (!r->pp) {
+                md_reply_status(r, MD_ERR_INVALID, "malformed multipart/form-data header (boundary missing?)");
+                return 1;
+            }
+        } else {
+            const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "name");
+            md_error e;
+            md_status st = md_upload_begin(srv->lib, name ? name : "upload", &r->upload, &e);
+            if (st != MD_OK) {
+                md_reply_status(r, st, e.msg);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    md_server *srv = cls;
+    md_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->srv = srv;
+        r->conn = conn;
+        r->method = method;
+        r->url = url;
+        r->route_index = -1;
+        r->t0 = md_mono_s();
+        *con_cls = r;
+        begin_request(r); /* may answer at once (404, 405, 401, 413): MHD then drops the body */
+        return MHD_YES;
+    }
+    if (r->responded) {
+        *upload_data_size = 0; /* early answer given: MHD discards the rest */
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        take_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    /* Whole body received. */
+    if (r->body_status != MD_OK) {
+        md_reply_status(r, r->body_status, r->body_err.msg);
+        return MHD_YES;
+    }
+    if (r->route->body == MD_BODY_JSON) {
+        if (!r->body_len) {
+            md_reply_status(r, MD_ERR_INVALID, "request body is empty; expected JSON");
+            return MHD_YES;
+        }
+        r->body_json = cJSON_ParseWithLength(r->body, r->body_len);
+        if (!r->body_json) {
+            char msg[160];
+            const char *at = cJSON_GetErrorPtr();
+            long off = at && at >= r->body && at <= r->body + r->body_len ? (long)(at - r->body) : -1;
+            snprintf(msg, sizeof msg, "malformed JSON body (near byte %ld)", off);
+            md_reply_status(r, MD_ERR_INVALID, msg);
+            return MHD_YES;
+        }
+    }
+    if (r->route->body == MD_BODY_UPLOAD) {
+        if (r->multipart && r->pp) {
+            MHD_destroy_post_processor(r->pp);
+            r->pp = NULL;
+            if (r->body_status != MD_OK) {
+                md_reply_status(r, r->body_status, r->body_err.msg);
+                return MHD_YES;
+            }
+            if (!r->upload) {
+                md_reply_status(r, MD_ERR_INVALID, "multipart body has no file part (send -F file=@video.mp4)");
+                return MHD_YES;
+            }
+        }
+    }
+    md_error e = {{0}};
+    md_status st = r->route->fn(r, &e);
+    if (st != MD_OK)
+        md_reply_status(r, st, e.msg[0] ? e.msg : md_status_str(st));
+    else
+        send_response(r);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    md_req *r = *con_cls;
+    if (!r)
+        return;
+    double dt = md_mono_s() - r->t0;
+    if (r->responded) {
+        md_metrics_count(r->route_index, r->code, dt);
+        md_info("http: %s %s %u %.1f ms", r->method, r->url, r->code, dt * 1000);
+    } else {
+        md_info("http: %s %s aborted by client (%d) after %.1f ms", r->method, r->url, (int)toe, dt * 1000);
+    }
+    if (r->pp)
+        MHD_destroy_post_processor(r->pp);
+    md_upload_abort(r->upload); /* an upload still open here was never finished: drop its bytes */
+    free(r->body);
+    cJSON_Delete(r->body_json);
+    cJSON_Delete(r->json);
+    if (!r->text_static)
+        free(r->text);
+    free((char *)r->allow);
+    free(r);
+    *con_cls = NULL;
+}
+
+void md_reply_error(md_req *r, unsigned int http, const char *code, const char *msg)
+{
+    cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(err, "code", code);
+    cJSON_AddStringToObject(err, "message", msg);
+    cJSON_Delete(r->json);
+    if (r->text && !r->text_static)
+        free(r->text);
+    r->text = NULL;
+    r->json = o;
+    r->code = http;
+    send_response(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == '\r'))
+        msg[--l] = 0;
+    md_warn("libmicrohttpd: %s", msg);
+}
+
+md_status md_server_start(md_server *srv, md_error *e)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, srv->cfg->bind, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((unsigned short)srv->cfg->port);
+    } else if (inet_pton(AF_INET6, srv->cfg->bind, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((unsigned short)srv->cfg->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        return md_fail(e, MD_ERR_INVALID, "setting 'bind': '%s' is not an IP address", srv->cfg->bind);
+    }
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)srv->cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
+                                (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+                                (unsigned int)srv->cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT,
+                                (unsigned int)1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+    if (!srv->mhd)
+        return md_fail(e, MD_ERR_IO, "settings 'bind'/'port': cannot listen on %s port %lld (in use, or not allowed)",
+                       srv->cfg->bind, srv->cfg->port);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : (unsigned short)srv->cfg->port;
+    return MD_OK;
+}
+
+void md_server_stop(md_server *srv)
+{
+    if (!srv->mhd)
+        return;
+    /* Stop accepting first, so nothing new arrives while requests finish. */
+    MHD_quiesce_daemon(srv->mhd);
+    MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+}

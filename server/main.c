@@ -1,0 +1,149 @@
+/* main.c - the momentd binary: subcommands, start-up order and clean shutdown.
+ *
+ *   momentd [serve] [--name value ...]   run the daemon (default)
+ *   momentd version                      print the version and build
+ *   momentd --help                       usage and the settings table
+ *
+ * Start-up: settings (exit 2 naming the bad one) -> HTTP listening (health
+ * answers 503 "starting") -> database open, migrations, crash recovery ->
+ * workers -> health 200. SIGTERM/SIGINT: stop accepting, let running jobs
+ * checkpoint back into the queue, close the database.
+ */
+#define _XOPEN_SOURCE 700
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../engine/log.h"
+#include "../video/video.h"
+#include "server.h"
+
+#ifdef MD_HAVE_CUDA
+#define MD_BUILD "CPU + CUDA"
+#else
+#define MD_BUILD "CPU only"
+#endif
+
+static void usage(void)
+{
+    printf("momentd %s - makes long videos searchable by text\n\n"
+           "Usage:\n"
+           "  momentd [serve] [--config FILE] [--name value ...]   run the daemon (default)\n"
+           "  momentd version                                      print version and build\n"
+           "  momentd --help                                       this text\n\n",
+           MD_VERSION);
+    md_config_print_help();
+}
+
+static md_log_level parse_level(const char *s)
+{
+    if (strcmp(s, "debug") == 0)
+        return MD_LOG_DEBUG;
+    if (strcmp(s, "warn") == 0)
+        return MD_LOG_WARN;
+    if (strcmp(s, "error") == 0)
+        return MD_LOG_ERROR;
+    return MD_LOG_INFO;
+}
+
+static int serve(int argc, char **argv, int first)
+{
+    md_config cfg;
+    md_server srv = {0};
+    md_error e = {{0}};
+    char err[1024];
+    int rc = 1;
+    sigset_t sigs;
+
+    if (md_config_load(&cfg, argc, argv, first, err, sizeof err) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", err);
+        md_config_free(&cfg);
+        return 2;
+    }
+    md_log_set_level(parse_level(cfg.log_level));
+    md_video_global_init();
+    srv.cfg = &cfg;
+    srv.started_mono = md_mono_s();
+    atomic_store(&srv.state, 0);
+
+    /* Block the stop signals in every thread (threads inherit the mask), so
+     * that only the sigwait() below receives them. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (md_backend_select(cfg.device, &srv.backend, err, sizeof err) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    md_info("momentd %s (%s) starting: data_dir %s, backend %s, %lld workers%s", MD_VERSION, MD_BUILD, cfg.data_dir,
+            srv.backend->name, cfg.workers, cfg.config_file ? ", config file read" : "");
+    if (md_server_start(&srv, &e) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", e.msg);
+        goto out;
+    }
+    md_info("listening on http://%s%s%s:%u", strchr(cfg.bind, ':') ? "[" : "", cfg.bind,
+            strchr(cfg.bind, ':') ? "]" : "", srv.port);
+
+    md_library_params p = md_library_default_params();
+    p.data_dir = cfg.data_dir;
+    p.workers = (int)cfg.workers;
+    p.max_upload = cfg.max_upload;
+    p.allowed_roots = (const char *const *)cfg.allowed_roots;
+    p.n_allowed_roots = cfg.n_allowed_roots;
+    p.job_retries = (int)cfg.job_retries;
+    p.debug_job_delay_ms = (int)cfg.debug_job_delay_ms;
+    if (md_library_open(&p, &srv.lib, &e) != MD_OK) {
+        fprintf(stderr, "momentd: setting 'data_dir': %s\n", e.msg);
+        goto out;
+    }
+    if (md_library_start(srv.lib, &e) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", e.msg);
+        goto out;
+    }
+    md_warn("no embedding model in this build yet: jobs probe videos only (search arrives with the model)");
+    atomic_store(&srv.state, 1);
+    md_info("ready");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    md_info("received %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rc = 0;
+out:
+    atomic_store(&srv.state, 2);
+    md_server_stop(&srv);
+    md_library_close(srv.lib);
+    if (rc == 0)
+        md_info("stopped cleanly");
+    md_config_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage();
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("momentd %s (%s)\n", MD_VERSION, MD_BUILD);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return serve(argc, argv, argc > 1 ? 2 : 1);
+    if (cmd[0] == '-') {
+        for (int i = 1; i < argc; i++)
+            if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+                usage();
+                return 0;
+            }
+        return serve(argc, argv, 1);
+    }
+    fprintf(stderr, "momentd: unknown command '%s' (see momentd --help)\n", cmd);
+    return 2;
+}

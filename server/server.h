@@ -1,0 +1,113 @@
+/* server.h - the HTTP side of momentd: request state, the route table, and
+ * the helpers handlers use to answer. Internal to server/.
+ *
+ * A request moves through http.c: the first callback matches the route and
+ * checks method, API key and declared size; body callbacks feed either a JSON
+ * buffer (capped) or an md_upload (streamed to disk, raw or multipart); the last
+ * callback runs the route's handler, which fills r->code and r->json (or
+ * r->text) or returns a status that errors.c turns into the one error shape.
+ */
+#ifndef MD_SERVER_H
+#define MD_SERVER_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+
+#include "../engine/backend.h"
+#include "../engine/momentd.h"
+#include "config.h"
+
+#define MD_MAX_JSON_BODY (1 << 20)
+#define MD_MAX_ROUTE_PARAMS 2
+
+typedef struct md_server md_server;
+typedef struct md_req md_req;
+
+typedef enum {
+    MD_BODY_NONE = 0, /* body ignored */
+    MD_BODY_JSON,     /* buffered up to MD_MAX_JSON_BODY, parsed into r->body_json */
+    MD_BODY_UPLOAD    /* streamed into an md_upload: raw bytes or multipart/form-data */
+} md_body_kind;
+
+typedef md_status (*md_handler_fn)(md_req *r, md_error *e);
+
+typedef struct md_route {
+    const char *method;
+    const char *pattern; /* segments; "{id}" matches a positive integer */
+    md_handler_fn fn;
+    md_body_kind body;
+    int public_route; /* answered without the API key */
+} md_route;
+
+extern const md_route md_routes[];
+extern const int md_n_routes;
+
+struct md_server {
+    md_config *cfg;
+    md_library *lib; /* NULL while starting */
+    const md_backend_i *backend;
+    atomic_int state; /* 0 starting, 1 serving, 2 stopping */
+    struct MHD_Daemon *mhd;
+    unsigned short port;
+    double started_mono;
+};
+
+struct md_req {
+    md_server *srv;
+    struct MHD_Connection *conn;
+    const char *method, *url;
+    const md_route *route;
+    int route_index; /* -1 when no route matched */
+    long long params[MD_MAX_ROUTE_PARAMS];
+    double t0;
+
+    /* body */
+    char *body;
+    size_t body_len, body_cap;
+    cJSON *body_json;
+    md_upload *upload;
+    struct MHD_PostProcessor *pp;
+    int multipart, saw_file;
+    char upload_name[256];
+    md_status body_status; /* first error while receiving the body */
+    md_error body_err;
+
+    /* response */
+    unsigned int code;
+    cJSON *json;
+    char *text; /* alternative to json, with text_type */
+    const char *text_type;
+    int text_static; /* text is not ours to free */
+    const char *allow;  /* Allow header for 405 */
+    int responded;
+};
+
+/* Answers with the error shape {"error":{"code","message"}} for status ST (errors.c). */
+void md_reply_status(md_req *r, md_status st, const char *msg);
+/* Same with an explicit HTTP code and error code, for HTTP-level errors (405, 404 route). */
+void md_reply_error(md_req *r, unsigned int http, const char *code, const char *msg);
+/* HTTP status for an md_status, and its error code. */
+unsigned int md_http_status(md_status st);
+const char *md_http_code(md_status st);
+
+/* Query parameter helpers: MD_ERR_INVALID with a message naming the parameter. */
+md_status md_query_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
+                       md_error *e);
+const char *md_query_str(md_req *r, const char *name);
+
+/* Matches URL against a route PATTERN; fills PARAMS for "{id}" segments.
+ * 1: match, 0: no match, -1: the shape matches but an id is not a positive integer. */
+int md_match_pattern(const char *pattern, const char *url, long long *params);
+
+/* Metrics (http.c): counted per route and status. */
+void md_metrics_count(int route_index, unsigned int code, double seconds);
+/* Appends the request counters in Prometheus text format. */
+void md_metrics_write(char **buf, size_t *len, size_t *cap);
+
+/* The OpenAPI document compiled into the binary (build/embedded.c). */
+extern const char md_openapi_json[];
+
+md_status md_server_start(md_server *srv, md_error *e);
+void md_server_stop(md_server *srv);
+
+#endif
