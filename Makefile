@@ -2,13 +2,13 @@
 #
 #   make            build ./momentd (CUDA backend too when nvcc is found)
 #   make test       unit tests, then end-to-end tests against the real daemon
-#   make asan       build and run the unit tests with AddressSanitizer + UBSan
+#   make asan       build and run the unit tests with AddressSanitizer + UBSan (build-asan/)
 #   make CUDA=0     force a CPU-only build
 #   make clean
 
 CC      ?= cc
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -MMD -MP -pthread
+OPT     ?= -O2 -g
+CFLAGS  += $(OPT) -std=c11 -Wall -Wextra -Werror -MMD -MP -pthread
 PKGS    := libmicrohttpd libavformat libavcodec libavutil libswscale libcjson sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
@@ -93,7 +93,7 @@ test: all unit e2e
 
 # AddressSanitizer + UBSan build in its own directory; runs the unit tests.
 asan:
-	$(MAKE) BUILD=build-asan BIN=build-asan/momentd CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	$(MAKE) BUILD=build-asan BIN=build-asan/momentd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		build-asan/momentd unit
 
 clean:

@@ -428,7 +428,12 @@ void md_config_print_help(void)
         for (const char *c = s->name; *c && k < sizeof env - 1; c++)
             env[k++] = (char)toupper((unsigned char)*c);
         env[k] = 0;
-        printf("  --%-20s %s\n  %-22s default: %s%s%s; env %s\n\n", s->name, s->help, "",
+        char flag[64];
+        snprintf(flag, sizeof flag, "%s", s->name);
+        for (char *c = flag; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        printf("  --%-20s %s\n  %-22s default: %s%s%s; env %s\n\n", flag, s->help, "",
                s->def[0] ? s->def : "(empty)", s->choices ? "; one of " : "", s->choices ? s->choices : "", env);
     }
 }

@@ -506,7 +506,7 @@ md_status md_server_start(md_server *srv, md_error *e)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, srv->cfg->bind, &s4->sin_addr) == 1) {
@@ -519,11 +519,12 @@ md_status md_server_start(md_server *srv, md_error *e)
     } else {
         return md_fail(e, MD_ERR_INVALID, "setting 'bind': '%s' is not an IP address", srv->cfg->bind);
     }
-    srv->mhd = MHD_start_daemon(flags, (uint16_t)srv->cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR,
-                                (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-                                (unsigned int)srv->cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT,
-                                (unsigned int)1024, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+    /* The logger goes first so that MHD's own start-up messages use it too. */
+    srv->mhd = MHD_start_daemon(flags, (uint16_t)srv->cfg->port, NULL, NULL, on_request, srv,
+                                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->cfg->http_threads,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+                                (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024, MHD_OPTION_END);
     if (!srv->mhd)
         return md_fail(e, MD_ERR_IO, "settings 'bind'/'port': cannot listen on %s port %lld (in use, or not allowed)",
                        srv->cfg->bind, srv->cfg->port);

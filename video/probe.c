@@ -13,8 +13,8 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
-#include <libavutil/display.h>
 #include <libavutil/avstring.h>
+#include <libavutil/display.h>
 #include <libavutil/imgutils.h>
 
 #include <errno.h>
@@ -233,7 +233,8 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         if (info->n_streams == 0)
             st = set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
         else if (other == 0 && info->n_audio_streams > 0)
-            st = set_err(err, errlen, MD_ERR_MEDIA, "no video stream (audio only: %d audio stream%s%s)",
+            st = set_err(err, errlen, MD_ERR_MEDIA,
+                         "no video stream (audio only: %d audio stream%s%s)",
                          info->n_audio_streams, info->n_audio_streams == 1 ? "" : "s",
                          n_cover ? ", cover art" : "");
         else
@@ -260,6 +261,18 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     info->rotation = rotation_cw(vs);
     snprintf(info->codec, sizeof info->codec, "%s", avcodec_get_name(par->codec_id));
     snprintf(info->format, sizeof info->format, "%s", fmt->iformat->name);
+    /* A probe that succeeds promises the indexer can decode the frames. */
+    if (!avcodec_find_decoder(par->codec_id)) {
+        st = set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
+                     info->codec);
+        goto out;
+    }
+    /* Still images open through the image demuxers; they are not videos to search in. */
+    size_t fl = strlen(info->format);
+    if (strcmp(info->format, "image2") == 0 || (fl > 5 && strcmp(info->format + fl - 5, "_pipe") == 0)) {
+        st = set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video", info->codec);
+        goto out;
+    }
     if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
         info->duration_ms = (long long)av_rescale(fmt->duration, 1000, AV_TIME_BASE);
     else if (vs->duration != AV_NOPTS_VALUE && vs->duration > 0)

@@ -59,8 +59,8 @@ typedef int (*md_video_progress_fn)(void *ctx, long long done, long long total);
  *
  * A file whose index is intact but whose data is cut short succeeds with truncated = 1: the
  * packets that could be read are counted, and packets cut short or read errors are counted in
- * n_corrupt_packets; after many consecutive read errors the scan stops early. A file whose headers are missing (an mp4 cut before its moov)
- * is MD_ERR_MEDIA.
+ * n_corrupt_packets; after many consecutive read errors the scan stops early. A file whose
+ * headers are missing (an mp4 cut before its moov) is MD_ERR_MEDIA.
  *
  * Errors (never crash, never abort): MD_ERR_INVALID (NULL path or info), MD_ERR_NOT_FOUND (missing
  * file), MD_ERR_MEDIA with a human message in ERR such as "not a video file: <ffmpeg reason>" /

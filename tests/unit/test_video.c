@@ -122,7 +122,8 @@ static int make_fixtures(void)
                          fixture("rot90.mp4"), NULL};
     const char *mkv[] = {"-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-t", "6",
                          "-c:v", "libx264", "-pix_fmt", "yuv420p", fixture("six.mkv"), NULL};
-    const char *const *all[] = {base, fast, vp9, avi, aud, av, rot, mkv};
+    const char *png[] = {"-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", fixture("still.png"), NULL};
+    const char *const *all[] = {base, fast, vp9, avi, aud, av, rot, mkv, png};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (run_ffmpeg(all[i]) != 0) {
             fprintf(stderr, "ffmpeg fixture %zu failed\n", i);
@@ -302,6 +303,14 @@ static void test_audio_only(void)
     CHECK(strstr(err, "no video stream") != NULL);
 }
 
+static void test_still_image(void)
+{
+    md_video_info vi;
+    char err[256];
+    CHECK_EQ_INT(probe(fixture("still.png"), &vi, err, sizeof err), MD_ERR_MEDIA);
+    CHECK(strstr(err, "still image") != NULL);
+}
+
 static void test_truncated_faststart(void)
 {
     md_video_info vi;
@@ -409,22 +418,37 @@ static void test_cancel_on_final_call(void)
 
 #define N_THREADS 4
 
+typedef struct probe_job {
+    char path[512]; /* own copy: fixture()'s ring of buffers is not for threads */
+    int want_truncated;
+    int ok;
+} probe_job;
+
 static void *probe_thread(void *arg)
 {
+    probe_job *job = arg;
     md_video_info vi;
     char err[256];
-    md_status st = probe(fixture("av.mp4"), &vi, err, sizeof err);
-    *(int *)arg = st == MD_OK && vi.n_video_packets == 20 && vi.width == 160;
+    md_status st = probe(job->path, &vi, err, sizeof err);
+    job->ok = st == MD_OK && vi.width == 160 &&
+              (job->want_truncated ? vi.truncated == 1 : vi.n_video_packets == 20);
     return NULL;
 }
 
 static void test_concurrent(void)
 {
     pthread_t th[N_THREADS];
-    int ok[N_THREADS] = {0};
+    probe_job jobs[N_THREADS];
     int started = 0;
+    /* Half read a damaged file, so FFmpeg logs from several threads at once too. */
+    for (int i = 0; i < N_THREADS; i++) {
+        jobs[i].want_truncated = i % 2;
+        snprintf(jobs[i].path, sizeof jobs[i].path, "%s",
+                 fixture(i % 2 ? "trunc_faststart.mp4" : "av.mp4"));
+        jobs[i].ok = 0;
+    }
     for (int i = 0; i < N_THREADS; i++)
-        if (pthread_create(&th[i], NULL, probe_thread, &ok[i]) == 0)
+        if (pthread_create(&th[i], NULL, probe_thread, &jobs[i]) == 0)
             started++;
         else
             break;
@@ -432,7 +456,7 @@ static void test_concurrent(void)
         pthread_join(th[i], NULL);
     CHECK_EQ_INT(started, N_THREADS);
     for (int i = 0; i < started; i++)
-        CHECK(ok[i]);
+        CHECK(jobs[i].ok);
 }
 
 /* ---- the shared sample clip ---- */
@@ -510,6 +534,7 @@ int main(void)
         RUN(test_vp9_webm);
         RUN(test_mpeg4_avi);
         RUN(test_audio_only);
+        RUN(test_still_image);
         RUN(test_truncated_faststart);
         RUN(test_truncated_moov_last);
         RUN(test_truncated_mkv);
