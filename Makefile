@@ -44,7 +44,7 @@ ifneq ($(NVCC),)
   LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
   BUILD_KIND := CPU + CUDA ($(NVCC))
 else
-  BUILD_KIND := CPU only (nvcc not found)
+  BUILD_KIND := CPU only$(if $(filter 0,$(CUDA)), (CUDA=0), (nvcc not found))
 endif
 
 OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
