@@ -1,0 +1,233 @@
+# tests/e2e/lib.sh - helpers for the end-to-end tests (sourced by tests/e2e/run.sh):
+# pass/fail counters and check functions, starting/stopping real momentd daemons
+# on 127.0.0.1 port 0 (the port is read from the log), and `api`, a curl wrapper
+# that leaves the status code in $STATUS and the body in $E2E_BODY.
+#
+# Every check prints "ok - DESCRIPTION" or "not ok - DESCRIPTION (DETAILS)";
+# e2e_summary prints "e2e: N passed, M failed". Every wait is bounded.
+#
+# Needs E2E_TMP (a temporary directory) and E2E_BIN (the momentd binary) set
+# before start_daemon/api are used.
+# shellcheck shell=bash disable=SC2034  # globals (D_LOG, EXIT_RC, ...) are read by run.sh
+
+E2E_PASS=0
+E2E_FAIL=0
+E2E_PIDS=()   # every daemon ever started, for the cleanup trap
+E2E_NSTART=0
+declare -A D_PID=() D_PORT=() D_LOG=()
+BASE=""
+STATUS=""
+CURL_RC=0
+
+# ---- counters and checks ------------------------------------------------
+
+ok() {
+    E2E_PASS=$((E2E_PASS + 1))
+    echo "ok - $1"
+}
+
+not_ok() {
+    E2E_FAIL=$((E2E_FAIL + 1))
+    echo "not ok - $1 (${2:-failed})"
+}
+
+# Short one-line excerpt of the last response body, for failure details.
+body_excerpt() {
+    if [[ -s ${E2E_BODY:-} ]]; then
+        head -c 300 "$E2E_BODY" | tr '\n' ' '
+    else
+        echo "<empty body>"
+    fi
+}
+
+# check DESC COMMAND...: passes when COMMAND succeeds.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else not_ok "$desc" "command failed: $*"; fi
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq() {
+    if [[ "$2" == "$3" ]]; then ok "$1"; else not_ok "$1" "expected '$2', got '$3'"; fi
+}
+
+# check_status DESC EXPECTED: compares $STATUS (from the last api call).
+check_status() {
+    if [[ "$STATUS" == "$2" ]]; then
+        ok "$1"
+    else
+        not_ok "$1" "expected HTTP $2, got $STATUS (curl rc $CURL_RC); body: $(body_excerpt)"
+    fi
+}
+
+# check_jq DESC FILTER [jq args...]: FILTER must be true for the last response body.
+check_jq() {
+    local desc=$1 filter=$2
+    shift 2
+    if jq -e "$@" "$filter" "$E2E_BODY" >/dev/null 2>&1; then
+        ok "$desc"
+    else
+        not_ok "$desc" "jq '$filter' is not true; body: $(body_excerpt)"
+    fi
+}
+
+# check_error DESC STATUS: the last response has STATUS and the body is exactly
+# {"error":{"code":"...","message":"..."}} with both strings non-empty.
+check_error() {
+    check_status "$1: HTTP $2" "$2"
+    check_jq "$1: body is {\"error\":{\"code\",\"message\"}}" \
+        '(keys == ["error"]) and ((.error | keys) == ["code", "message"]) and
+         (.error.code | type == "string" and length > 0) and
+         (.error.message | type == "string" and length > 0)'
+}
+
+# jqb FILTER [jq args...]: prints FILTER applied to the last response body ("" on error).
+jqb() {
+    local filter=$1
+    shift
+    jq -r "$@" "$filter" "$E2E_BODY" 2>/dev/null || true
+}
+
+# Header value from the last response (case-insensitive name), without CR.
+resp_header() {
+    sed -n "s/^$1:[[:space:]]*//Ip" "$E2E_HDRS" | tr -d '\r' | head -n1
+}
+
+e2e_summary() {
+    echo "e2e: $E2E_PASS passed, $E2E_FAIL failed"
+}
+
+# ---- HTTP ---------------------------------------------------------------
+
+# api METHOD PATH [curl args...]: request $BASE$PATH. Sets STATUS (000 when no
+# answer), CURL_RC; the body is in $E2E_BODY, the headers in $E2E_HDRS.
+api() {
+    local method=$1 path=$2
+    shift 2
+    : >"$E2E_BODY"
+    : >"$E2E_HDRS"
+    CURL_RC=0
+    STATUS=$(curl -sS -o "$E2E_BODY" -D "$E2E_HDRS" -w '%{http_code}' --max-time 30 \
+        -X "$method" "$@" "$BASE$path" 2>"$E2E_TMP/curl.err") || CURL_RC=$?
+    [[ -n $STATUS ]] || STATUS=000
+}
+
+# wait_job ID TIMEOUT_S [STATE]: polls GET /v1/jobs/ID until its state is STATE
+# (default: done or failed) or TIMEOUT_S passes. Sets JOB_STATE; the last job
+# JSON stays in $E2E_BODY. Returns 0 when the wanted state was reached.
+wait_job() {
+    local id=$1 timeout=$2 want=${3:-}
+    local i n=$((timeout * 10))
+    JOB_STATE=""
+    for ((i = 0; i < n; i++)); do
+        api GET "/v1/jobs/$id"
+        JOB_STATE=$(jqb '.state')
+        if [[ -n $want ]]; then
+            [[ $JOB_STATE == "$want" ]] && return 0
+        else
+            [[ $JOB_STATE == "done" || $JOB_STATE == "failed" ]] && return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---- daemons ------------------------------------------------------------
+
+# proc_alive PID: running and not a zombie (an exited child stays a zombie
+# until reaped, and kill -0 still succeeds on it).
+proc_alive() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [[ ${s%% *} != Z ]]
+}
+
+use_daemon() {
+    BASE="http://127.0.0.1:${D_PORT[$1]}"
+}
+
+# start_daemon NAME DATA_DIR [flags...]: starts momentd in the background with
+# its output in a fresh log, reads the port from "listening on http://127.0.0.1:PORT",
+# waits (10 s at most) for /v1/health to answer 200 and selects it with use_daemon.
+# Returns 1 (after printing the log's tail) when that does not happen.
+start_daemon() {
+    local name=$1 data_dir=$2
+    shift 2
+    E2E_NSTART=$((E2E_NSTART + 1))
+    local log="$E2E_TMP/$name.$E2E_NSTART.log" pid port="" code i
+    "$E2E_BIN" serve --port 0 --bind 127.0.0.1 --data-dir "$data_dir" "$@" >"$log" 2>&1 &
+    pid=$!
+    E2E_PIDS+=("$pid")
+    D_PID[$name]=$pid
+    D_LOG[$name]=$log
+    D_PORT[$name]=""
+    for ((i = 0; i < 100; i++)); do
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" | head -n1)
+        [[ -n $port ]] && break
+        proc_alive "$pid" || break
+        sleep 0.1
+    done
+    if [[ -z $port ]]; then
+        echo "# daemon '$name' did not log its port within 10 s; log tail:"
+        tail -n 20 "$log" | sed 's/^/#   /'
+        return 1
+    fi
+    D_PORT[$name]=$port
+    use_daemon "$name"
+    for ((i = 0; i < 100; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/v1/health" 2>/dev/null) || true
+        [[ $code == 200 ]] && return 0
+        proc_alive "$pid" || break
+        sleep 0.1
+    done
+    echo "# daemon '$name' (port $port) did not answer /v1/health with 200 within 10 s; log tail:"
+    tail -n 20 "$log" | sed 's/^/#   /'
+    return 1
+}
+
+# wait_exit PID TIMEOUT_S: waits for PID (a child of this shell) to exit, then
+# reaps it. Sets EXIT_RC (the exit status; empty if it did not exit in time).
+wait_exit() {
+    local pid=$1 timeout=$2 i
+    EXIT_RC=""
+    for ((i = 0; i < timeout * 20; i++)); do
+        proc_alive "$pid" || break
+        sleep 0.05
+    done
+    proc_alive "$pid" && return 1
+    EXIT_RC=0
+    { wait "$pid"; } 2>/dev/null || EXIT_RC=$? # braces: also hides bash's "Killed" notice
+    return 0
+}
+
+# stop_daemon NAME [SIGNAL]: sends SIGNAL (default TERM) and waits 10 s at most;
+# kills it with SIGKILL if still running. Sets EXIT_RC (empty when it had to be killed).
+stop_daemon() {
+    local pid=${D_PID[$1]} sig=${2:-TERM}
+    kill "-$sig" "$pid" 2>/dev/null || true
+    if ! wait_exit "$pid" 10; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        EXIT_RC=""
+        return 1
+    fi
+}
+
+# Stops every daemon still running (the cleanup trap calls it).
+stop_all_daemons() {
+    local pid i
+    for pid in "${E2E_PIDS[@]}"; do
+        proc_alive "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${E2E_PIDS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            proc_alive "$pid" || break
+            sleep 0.1
+        done
+        proc_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null || true
+    done
+    return 0
+}

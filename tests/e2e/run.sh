@@ -1,0 +1,512 @@
+#!/usr/bin/env bash
+# tests/e2e/run.sh - end-to-end tests: start the real momentd on 127.0.0.1 port 0
+# with temporary data directories, drive it with curl and check status codes and
+# JSON (jq): health/openapi/metrics, uploads (raw, duplicate, multipart, concurrent,
+# too large, not a video), listing and pagination, delete, errors (400/401/403/
+# 404/405/413), indexing server paths, crash recovery after kill -9, SIGTERM and
+# configuration errors.
+#
+#   bash tests/e2e/run.sh ./momentd        (from the repository root; `make e2e`)
+#
+# Real footage: ../shared/media (override with MD_SHARED_MEDIA) or the Debian
+# package forensics-samples-files (deploy/install-deps.sh --test). E2E_KEEP=1
+# keeps the temporary directory. Prints "ok - ..."/"not ok - ..." per check and
+# ends with "e2e: N passed, M failed"; exits non-zero when anything failed.
+# shellcheck disable=SC2016  # jq filters are single-quoted on purpose ($x are jq variables)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd "$HERE/../.." && pwd -P)
+# shellcheck source=tests/e2e/lib.sh
+source "$HERE/lib.sh"
+
+if [[ $# -lt 1 || ! -x $1 ]]; then
+    echo "usage: bash tests/e2e/run.sh ./momentd   (build it first with make)" >&2
+    exit 2
+fi
+E2E_BIN=$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")
+
+for tool in curl jq ffmpeg ffprobe sha256sum; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "not ok - tool '$tool' is installed (run deploy/install-deps.sh --test)"
+        echo "e2e: 0 passed, 1 failed"
+        exit 1
+    fi
+done
+
+# ---- real clips ---------------------------------------------------------
+
+MEDIA=${MD_SHARED_MEDIA:-$(dirname "$REPO")/shared/media}
+FORENSICS=/usr/share/forensics-samples/original-files
+pick() { # first existing file of the arguments
+    local f
+    for f in "$@"; do
+        [[ -f $f ]] && { echo "$f"; return 0; }
+    done
+    return 0
+}
+CLIP1=$(pick "$MEDIA/parakeet-ladder.mp4" "$FORENSICS/movie1/VID_20191220_170832.mp4")
+CLIP2=$(pick "$MEDIA/lion-monkey.mp4" "$FORENSICS/movie2/movie-hello.mp4")
+if [[ -z $CLIP1 || -z $CLIP2 ]]; then
+    echo "not ok - real test clips available (need $MEDIA/{parakeet-ladder,lion-monkey}.mp4 or" \
+        "$FORENSICS/movie{1,2}/*.mp4: run deploy/install-deps.sh --test)"
+    echo "e2e: 0 passed, 1 failed"
+    exit 1
+fi
+echo "# clips: $CLIP1, $CLIP2"
+
+# ---- temporary directory and cleanup -------------------------------------
+
+# Canonical (pwd -P): the index tests compare paths against canonical allowed roots.
+E2E_TMP=$(cd "$(mktemp -d "${TMPDIR:-/tmp}/momentd-e2e.XXXXXX")" && pwd -P)
+TMP=$E2E_TMP
+E2E_BODY=$TMP/body
+E2E_HDRS=$TMP/headers
+E2E_DONE=0
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ $E2E_DONE == 0 ]]; then
+        not_ok "the e2e script runs to its end" "aborted with status $rc near line ${E2E_LINE:-?}"
+        e2e_summary
+        ((rc != 0)) || rc=1
+    fi
+    stop_all_daemons
+    if [[ ${E2E_KEEP:-0} == 1 ]]; then
+        echo "# kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'E2E_LINE=$LINENO' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- helpers specific to these tests ---------------------------------------
+
+# Expected values from ffprobe, never hard-coded.
+probe_duration_ms() {
+    ffprobe -v error -show_entries format=duration -of csv=p=0 "$1" | awk '{ printf "%d\n", $1 * 1000 + 0.5 }'
+}
+probe_wh() { # "W H" of the first video stream
+    ffprobe -v error -select_streams v:0 -show_entries stream=width,height -of csv=p=0 "$1" | tr ',' ' '
+}
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# check_video_matches DESC VIDEO_ID FILE: GET /v1/videos/ID is ready and its
+# duration (within 100 ms), width, height and codec match ffprobe's view of FILE.
+check_video_matches() {
+    local desc=$1 id=$2 file=$3 dur w h
+    dur=$(probe_duration_ms "$file")
+    read -r w h < <(probe_wh "$file") || true
+    [[ -n $w && -n $h ]] || { w=-1 h=-1; }
+    api GET "/v1/videos/$id"
+    check_status "$desc: GET /v1/videos/$id" 200
+    check_jq "$desc: status ready" '.status == "ready"'
+    check_jq "$desc: duration_ms within 100 ms of ffprobe ($dur)" \
+        '(.duration_ms | type == "number") and (.duration_ms - $d) >= -100 and (.duration_ms - $d) <= 100' \
+        --argjson d "$dur"
+    check_jq "$desc: width x height ${w}x$h as ffprobe" '.width == $w and .height == $h' \
+        --argjson w "$w" --argjson h "$h"
+    check_jq "$desc: codec h264" '.codec == "h264"'
+}
+
+# list_all: every video (one page of 1000) into $TMP/all.json.
+list_all() {
+    api GET "/v1/videos?limit=1000"
+    cp "$E2E_BODY" "$TMP/all.json"
+}
+
+# Total number of videos per GET /v1/videos.
+video_total() {
+    api GET "/v1/videos?limit=1"
+    jqb '.total'
+}
+
+T0=$SECONDS
+
+# ---- fixtures made with ffmpeg ----------------------------------------------
+
+mkdir -p "$TMP/media"
+for n in 1 2 3; do
+    # Different titles make different bytes, so three distinct videos.
+    ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=64x48:rate=5 -t 1 -pix_fmt yuv420p -c:v libx264 \
+        -metadata title="$n" "$TMP/media/out_$n.mp4"
+done
+ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=320x240:rate=25 -t 2 -pix_fmt yuv420p -c:v libx264 \
+    -metadata title=concurrent "$TMP/media/concurrent.mp4"
+ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=96x64:rate=10 -t 1 -pix_fmt yuv420p -c:v libx264 \
+    -metadata title=outside "$TMP/media/outside.mp4"
+ffmpeg -nostdin -v error -f lavfi -i sine=duration=1 "$TMP/media/audio.m4a"
+head -c 5000 /dev/urandom >"$TMP/media/random.bin"
+head -c 300000 /dev/urandom >"$TMP/media/big.bin"
+
+# =============================================================================
+echo "# 1. health, openapi, metrics"
+if ! start_daemon main "$TMP/data"; then
+    not_ok "main daemon starts and answers /v1/health" "see log above"
+    E2E_DONE=1
+    e2e_summary
+    exit 1
+fi
+ok "main daemon starts on port ${D_PORT[main]} and answers /v1/health"
+
+api GET /v1/health
+check_status "GET /v1/health" 200
+check_jq "health: status ok, version and backend.name are strings" \
+    '.status == "ok" and (.version | type == "string" and length > 0) and
+     (.backend.name | type == "string" and length > 0)'
+api GET /v1/openapi.json
+check_status "GET /v1/openapi.json" 200
+check_jq "openapi.json is JSON with an 'openapi' member" 'has("openapi") and (.paths | type == "object")'
+api GET /metrics
+check_status "GET /metrics" 200
+check "metrics has momentd_videos" grep -q '^momentd_videos ' "$E2E_BODY"
+check "metrics has momentd_http_requests_total" grep -q '^momentd_http_requests_total{' "$E2E_BODY"
+
+# =============================================================================
+echo "# 2. uploads: raw, duplicate, multipart; jobs finish; probe matches ffprobe"
+api POST "/v1/videos?name=clip.mp4" --data-binary "@$CLIP1"
+check_status "raw upload of a real clip" 202
+check_jq "raw upload: video.id, job.id, name clip.mp4, duplicate false" \
+    '(.video.id | type == "number") and (.job.id | type == "number") and
+     .video.name == "clip.mp4" and .duplicate == false'
+V1=$(jqb '.video.id')
+J1=$(jqb '.job.id')
+
+api POST "/v1/videos?name=again.mp4" --data-binary "@$CLIP1"
+check_status "same bytes uploaded again" 200
+check_jq "second upload: same video id, duplicate true" '.video.id == $v and .duplicate == true' --argjson v "$V1"
+
+api POST /v1/videos -F "file=@$CLIP2"
+check_status "multipart upload of a second clip" 202
+check_jq "multipart upload: name from the file part ($(basename "$CLIP2")), duplicate false" \
+    '.video.name == $n and .duplicate == false and (.video.id != $v)' \
+    --arg n "$(basename "$CLIP2")" --argjson v "$V1"
+V2=$(jqb '.video.id')
+J2=$(jqb '.job.id')
+
+for pair in "$V1:$J1:$CLIP1" "$V2:$J2:$CLIP2"; do
+    IFS=: read -r vid jid file <<<"$pair"
+    wait_job "$jid" 30 || true
+    check_eq "job $jid (video $vid) ends done within 30 s" "done" "$JOB_STATE"
+    check_jq "job $jid: progress.percent 100" '.progress.percent == 100'
+    check_video_matches "video $vid ($(basename "$file"))" "$vid" "$file"
+done
+
+# =============================================================================
+echo "# 3. list and pagination"
+SYN_IDS=()
+SYN_JOBS=()
+for n in 1 2 3; do
+    api POST "/v1/videos?name=out_$n.mp4" --data-binary "@$TMP/media/out_$n.mp4"
+    check_status "upload synthetic video out_$n.mp4" 202
+    SYN_IDS+=("$(jqb '.video.id')")
+    SYN_JOBS+=("$(jqb '.job.id')")
+done
+ALL_IDS=("$V1" "$V2" "${SYN_IDS[@]}")
+N_EXPECTED=${#ALL_IDS[@]}
+
+api GET "/v1/videos?limit=2&offset=0"
+check_status "GET /v1/videos?limit=2&offset=0" 200
+check_jq "first page: 2 videos, total $N_EXPECTED, limit 2, offset 0, next_offset 2" \
+    '(.videos | length) == 2 and .total == $t and .limit == 2 and .offset == 0 and .next_offset == 2' \
+    --argjson t "$N_EXPECTED"
+
+SEEN=()
+offset=0
+pages=0
+while [[ $offset != null && $pages -lt 20 ]]; do
+    api GET "/v1/videos?limit=2&offset=$offset"
+    [[ $STATUS == 200 ]] || break
+    mapfile -t ids < <(jqb '.videos[].id')
+    SEEN+=("${ids[@]}")
+    offset=$(jqb '.next_offset')
+    pages=$((pages + 1))
+done
+check_eq "walking pages of 2 ends with next_offset null after 3 pages" "null 3" "$offset $pages"
+seen_sorted=$(printf '%s\n' "${SEEN[@]}" | sort -n | tr '\n' ' ')
+want_sorted=$(printf '%s\n' "${ALL_IDS[@]}" | sort -n | tr '\n' ' ')
+check_eq "pages hold every video exactly once" "$want_sorted" "$seen_sorted"
+
+api GET "/v1/videos?limit=0"
+check_error "GET /v1/videos?limit=0" 400
+api GET "/v1/videos?limit=abc"
+check_error "GET /v1/videos?limit=abc" 400
+api GET "/v1/videos?offset=-1"
+check_error "GET /v1/videos?offset=-1" 400
+
+# =============================================================================
+echo "# 4. delete"
+for j in "${SYN_JOBS[@]}"; do
+    wait_job "$j" 30 || true
+    check_eq "synthetic video job $j ends done" "done" "$JOB_STATE"
+done
+DEL=${SYN_IDS[0]}
+DEL_SHA=$(sha_of "$TMP/media/out_1.mp4")
+api GET "/v1/videos/$DEL"
+check_jq "video $DEL has the sha256 of its bytes" '.sha256 == $s' --arg s "$DEL_SHA"
+check "stored file data/videos/<sha256> exists before delete" test -f "$TMP/data/videos/$DEL_SHA"
+api DELETE "/v1/videos/$DEL"
+check_status "DELETE /v1/videos/$DEL" 200
+check_jq "delete answer names the id" '.deleted == $v' --argjson v "$DEL"
+api GET "/v1/videos/$DEL"
+check_error "GET of the deleted video" 404
+api DELETE "/v1/videos/$DEL"
+check_error "DELETE of the deleted video again" 404
+check "stored file data/videos/<sha256> is gone" test ! -e "$TMP/data/videos/$DEL_SHA"
+for v in "$V1" "$V2" "${SYN_IDS[1]}" "${SYN_IDS[2]}"; do
+    api GET "/v1/videos/$v"
+    check_status "other video $v still there" 200
+done
+api GET "/v1/videos?limit=1"
+check_jq "total is $((N_EXPECTED - 1)) after the delete" '.total == $t' --argjson t "$((N_EXPECTED - 1))"
+
+# =============================================================================
+echo "# 5. errors"
+api GET /v1/nope
+check_error "GET of an unknown path" 404
+api GET /nope/at/all
+check_error "GET of an unknown path outside /v1" 404
+api PUT /v1/videos --data-binary x
+check_error "PUT /v1/videos" 405
+allow=$(resp_header Allow)
+if [[ $allow == *GET* && $allow == *POST* ]]; then
+    ok "405 has an Allow header listing GET and POST ($allow)"
+else
+    not_ok "405 has an Allow header listing GET and POST" "Allow: '$allow'"
+fi
+api POST /v1/index -H 'Content-Type: application/json' --data-binary '{"paths": ['
+check_error "POST /v1/index with malformed JSON" 400
+api POST /v1/index -H 'Content-Type: application/json' --data-binary ''
+check_error "POST /v1/index with an empty body" 400
+api GET /v1/videos/999999
+check_error "GET /v1/videos/999999" 404
+api GET /v1/videos/abc
+check_error "GET /v1/videos/abc" 404
+api DELETE /v1/videos/999999
+check_error "DELETE /v1/videos/999999" 404
+api GET /v1/jobs/999999
+check_error "GET /v1/jobs/999999" 404
+api POST /v1/index -H 'Content-Type: application/json' --data-binary '{"paths":["/tmp"]}'
+check_error "POST /v1/index with no allowed_roots configured" 403
+
+# =============================================================================
+echo "# 8. uploads that are not videos"
+api POST "/v1/videos?name=noise.mp4" --data-binary "@$TMP/media/random.bin"
+check_status "upload of random bytes is accepted for probing" 202
+JN=$(jqb '.job.id')
+VN=$(jqb '.video.id')
+api POST "/v1/videos?name=tone.m4a" --data-binary "@$TMP/media/audio.m4a"
+check_status "upload of an audio-only file is accepted for probing" 202
+JA=$(jqb '.job.id')
+wait_job "$JN" 30 || true
+check_eq "random bytes: job ends failed" failed "$JOB_STATE"
+check_jq "random bytes: job error says it is not a video" \
+    '(.error | type == "string") and (.error | ascii_downcase | test("not a video"))'
+api GET "/v1/videos/$VN"
+check_jq "random bytes: video status failed with the error" '.status == "failed" and (.error | length > 0)'
+wait_job "$JA" 30 || true
+check_eq "audio-only: job ends failed" failed "$JOB_STATE"
+check_jq "audio-only: job error mentions audio" '(.error | type == "string") and (.error | test("audio"))'
+api GET /v1/health
+check_status "daemon healthy after failed jobs" 200
+
+# =============================================================================
+echo "# 11. concurrent uploads of the same bytes"
+CONC=$TMP/media/concurrent.mp4
+CONC_SHA=$(sha_of "$CONC")
+cpids=()
+for i in 1 2 3 4 5 6 7 8; do
+    curl -sS -o "$TMP/conc.$i.json" -w '%{http_code}\n' --max-time 30 --data-binary "@$CONC" \
+        "$BASE/v1/videos?name=concurrent.mp4" >"$TMP/conc.$i.code" 2>"$TMP/conc.$i.err" &
+    cpids+=($!)
+done
+for p in "${cpids[@]}"; do wait "$p" || true; done # waits on these 8 only, never the daemons
+codes=$(cat "$TMP"/conc.*.code | sort | tr '\n' ' ')
+n202=$(cat "$TMP"/conc.*.code | grep -c '^202$' || true)
+nbad=$(cat "$TMP"/conc.*.code | grep -vc '^20[02]$' || true)
+check_eq "8 concurrent uploads all answer 200 or 202 ($codes)" 0 "$nbad"
+check_eq "exactly one concurrent upload answers 202" 1 "$n202"
+nids=$(cat "$TMP"/conc.*.json | jq -r '.video.id' | sort -u | wc -l)
+check_eq "all 8 answers name the same video id" 1 "$nids"
+list_all
+check_eq "exactly one video has that sha256" 1 "$(jq --arg s "$CONC_SHA" '[.videos[] | select(.sha256 == $s)] | length' "$TMP/all.json")"
+
+# =============================================================================
+echo "# 6. 413 with --max-upload 100K (Content-Length and chunked)"
+if start_daemon small "$TMP/data2" --max-upload 100K; then
+    ok "daemon with --max-upload 100K starts"
+    api POST "/v1/videos?name=ok.mp4" --data-binary "@$TMP/media/out_2.mp4"
+    check_status "upload under the limit is accepted" 202
+    before=$(video_total)
+    api POST "/v1/videos?name=big.bin" --data-binary "@$TMP/media/big.bin"
+    check_error "300 KB upload with Content-Length" 413
+    api POST "/v1/videos?name=big.bin" -H 'Transfer-Encoding: chunked' --data-binary "@$TMP/media/big.bin"
+    check_error "300 KB chunked upload" 413
+    api POST /v1/videos -F "file=@$TMP/media/big.bin"
+    check_error "300 KB multipart upload" 413
+    left=$(find "$TMP/data2/tmp" -type f | wc -l)
+    check_eq "data2/tmp holds no files after the 413s" 0 "$left"
+    check_eq "no video was created by the 413s (total unchanged)" "$before" "$(video_total)"
+    stop_daemon small || true
+    check_eq "daemon with --max-upload exits 0 on SIGTERM" 0 "$EXIT_RC"
+else
+    not_ok "daemon with --max-upload 100K starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 7. 401 with --api-key"
+if start_daemon keyed "$TMP/data3" --api-key s3cret; then
+    ok "daemon with --api-key starts"
+    api GET /v1/videos
+    check_error "GET /v1/videos without a key" 401
+    check "401 has a WWW-Authenticate header" test -n "$(resp_header WWW-Authenticate)"
+    api GET /v1/videos -H 'Authorization: Bearer wrong'
+    check_error "GET /v1/videos with a wrong key" 401
+    api GET /v1/videos -H 'Authorization: Bearer s3cret'
+    check_status "GET /v1/videos with the right key" 200
+    api GET /metrics
+    check_error "GET /metrics without a key" 401
+    api POST "/v1/videos?name=x.mp4" --data-binary "@$TMP/media/out_3.mp4"
+    check_error "upload without a key" 401
+    api GET /v1/health
+    check_status "GET /v1/health without a key" 200
+    stop_daemon keyed || true
+else
+    not_ok "daemon with --api-key starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 9. POST /v1/index with --allowed-roots"
+ARCH=$TMP/archive
+mkdir -p "$ARCH/sub" "$TMP/outside"
+cp "$CLIP1" "$ARCH/a.mp4"
+cp "$CLIP2" "$ARCH/sub/b.mp4"
+cp "$TMP/media/outside.mp4" "$TMP/outside/x.mp4"
+ln -s "$TMP/outside/x.mp4" "$ARCH/link.mp4"
+echo "not a video" >"$ARCH/notes.txt"
+if start_daemon index "$TMP/data4" --allowed-roots "$ARCH"; then
+    ok "daemon with --allowed-roots starts"
+    json() { jq -cn --arg p "$1" '{paths: [$p]}'; }
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$ARCH")"
+    check_status "index the archive directory" 202
+    check_jq "2 files queued (a.mp4 and sub/b.mp4)" \
+        '(.queued | length) == 2 and ([.queued[].path] | sort) == [$a, $b]' \
+        --arg a "$ARCH/a.mp4" --arg b "$ARCH/sub/b.mp4"
+    check_jq "symlink leading outside the root is reported in skipped" \
+        'any(.skipped[]; .path == $l and (.reason | test("outside")))' --arg l "$ARCH/link.mp4"
+    check_jq "queued entries carry video and job ids" 'all(.queued[]; (.video.id | type == "number") and (.job.id | type == "number"))'
+    mapfile -t IJOBS < <(jqb '.queued[].job.id')
+    declare -A IVID=()
+    while read -r p v; do IVID[$p]=$v; done < <(jqb '.queued[] | "\(.path) \(.video.id)"')
+
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$ARCH")"
+    check_status "index the archive again" 200
+    check_jq "again: nothing queued, both files skipped as already known" \
+        '(.queued | length) == 0 and
+         ([.skipped[] | select(.reason | test("already known")) | .path] | sort) == [$a, $b]' \
+        --arg a "$ARCH/a.mp4" --arg b "$ARCH/sub/b.mp4"
+
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$TMP/outside/x.mp4")"
+    check_error "index a file outside the root" 403
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$ARCH/../outside/x.mp4")"
+    check_error "index root/../outside (dot-dot escape)" 403
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$ARCH/link.mp4")"
+    check_error "index the symlink that leads outside the root" 403
+    api POST /v1/index -H 'Content-Type: application/json' \
+        --data-binary "$(jq -cn --arg a "$ARCH/a.mp4" --arg o "$TMP/outside/x.mp4" '{paths: [$a, $o]}')"
+    check_error "index an allowed and a forbidden path together" 403
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary '{"paths":["archive/a.mp4"]}'
+    check_error "index a relative path" 400
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary '{"paths":"x"}'
+    check_error "index with paths a string" 400
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary '{"paths":[]}'
+    check_error "index with no paths" 400
+    api POST /v1/index -H 'Content-Type: application/json' --data-binary "$(json "$ARCH/missing.mp4")"
+    check_error "index a missing file inside the root" 404
+    api GET "/v1/videos?limit=1"
+    check_jq "only the 2 archive files became videos" '.total == 2'
+
+    for j in "${IJOBS[@]}"; do
+        wait_job "$j" 30 || true
+        check_eq "archive job $j ends done" "done" "$JOB_STATE"
+    done
+    check_video_matches "archive a.mp4" "${IVID[$ARCH/a.mp4]:-0}" "$CLIP1"
+    check_jq "archive video keeps its path" '.source == "path" and .path == $p' --arg p "$ARCH/a.mp4"
+    check "archive files stay in place" test -f "$ARCH/a.mp4" -a -f "$ARCH/sub/b.mp4"
+    stop_daemon index || true
+else
+    not_ok "daemon with --allowed-roots starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 10. kill -9 during a job, restart on the same data dir"
+if start_daemon crash "$TMP/data5" --debug-job-delay-ms 3000 --workers 1; then
+    ok "daemon with --debug-job-delay-ms 3000 --workers 1 starts"
+    api POST "/v1/videos?name=crash.mp4" --data-binary "@$CLIP1"
+    check_status "upload before the crash" 202
+    CJ=$(jqb '.job.id')
+    CV=$(jqb '.video.id')
+    wait_job "$CJ" 10 running || true
+    check_eq "job $CJ is running" running "$JOB_STATE"
+    # (stderr hidden: bash reports "Killed" for a child ended by a signal)
+    { kill -KILL "${D_PID[crash]}" && wait_exit "${D_PID[crash]}" 10; } 2>/dev/null || true
+    check_eq "kill -9 ends the daemon (status 137)" 137 "$EXIT_RC"
+    : >"$TMP/data5/tmp/upload-abc123"
+    if start_daemon crash "$TMP/data5" --debug-job-delay-ms 3000 --workers 1; then
+        ok "daemon restarts on the same data dir (port ${D_PORT[crash]})"
+        check "partial upload data/tmp/upload-abc123 was removed at start" test ! -e "$TMP/data5/tmp/upload-abc123"
+        wait_job "$CJ" 30 || true
+        check_eq "interrupted job $CJ finishes done after the restart" "done" "$JOB_STATE"
+        check_jq "job $CJ: attempts >= 2" '.attempts >= 2'
+        check_video_matches "video $CV after the crash" "$CV" "$CLIP1"
+        stop_daemon crash || true
+    else
+        not_ok "daemon restarts on the same data dir" "see log above"
+    fi
+else
+    not_ok "daemon with --debug-job-delay-ms starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 12. SIGTERM"
+use_daemon main
+api GET /v1/health
+check_status "main daemon still healthy before SIGTERM" 200
+stop_daemon main TERM || true
+check_eq "SIGTERM: exits within 10 s with status 0" 0 "${EXIT_RC:-timeout}"
+check "log says 'stopped cleanly'" grep -q 'stopped cleanly' "${D_LOG[main]}"
+
+# =============================================================================
+echo "# 13. configuration errors"
+# check_config_error DESC WORD ARGS...: exits 2 and stderr mentions WORD.
+check_config_error() {
+    local desc=$1 word=$2 rc=0
+    shift 2
+    timeout 10 "$E2E_BIN" "$@" --data-dir "$TMP/data-cfg" >"$TMP/cfg.out" 2>"$TMP/cfg.err" || rc=$?
+    check_eq "$desc: exit status 2" 2 "$rc"
+    if grep -q "$word" "$TMP/cfg.err"; then
+        ok "$desc: stderr mentions '$word'"
+    else
+        not_ok "$desc: stderr mentions '$word'" "stderr: $(head -c 300 "$TMP/cfg.err")"
+    fi
+}
+check_config_error "--port 99999" port --port 99999
+check_config_error "--bind nonsense" bind --bind nonsense
+check_config_error "--max-upload lots" max_upload --max-upload lots
+check_config_error "--workers 0" workers --workers 0
+
+# =============================================================================
+echo "# runtime $((SECONDS - T0)) s"
+if ((E2E_FAIL > 0)); then
+    for log in "$TMP"/*.log; do
+        echo "# --- tail of $(basename "$log")"
+        tail -n 15 "$log" | sed 's/^/#   /'
+    done
+fi
+E2E_DONE=1
+e2e_summary
+((E2E_FAIL == 0))
