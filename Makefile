@@ -9,7 +9,7 @@
 CC      ?= cc
 OPT     ?= -O2 -g
 CFLAGS  += $(OPT) -std=c11 -Wall -Wextra -Werror -MMD -MP -pthread
-PKGS    := libmicrohttpd libavformat libavcodec libavutil libswscale libcjson sqlite3
+PKGS    := libmicrohttpd libavformat libavcodec libavutil libswscale libcjson sqlite3 openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 LDLIBS  += $(PKG_LIBS) -lm -pthread
