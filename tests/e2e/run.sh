@@ -72,6 +72,7 @@ cleanup() {
         ((rc != 0)) || rc=1
     fi
     stop_all_daemons
+    if [[ -n ${E2E_MOUNT:-} ]]; then umount "$E2E_MOUNT" 2>/dev/null || true; fi
     if [[ ${E2E_KEEP:-0} == 1 ]]; then
         echo "# kept $TMP"
     else
@@ -498,6 +499,54 @@ check_config_error "--port 99999" port --port 99999
 check_config_error "--bind nonsense" bind --bind nonsense
 check_config_error "--max-upload lots" max_upload --max-upload lots
 check_config_error "--workers 0" workers --workers 0
+
+# =============================================================================
+echo "# 14. CORS for browser clients"
+if start_daemon cors "$TMP/data6" --cors-origins https://app.example.com; then
+    ok "daemon with --cors-origins starts"
+    api GET /v1/health -H 'Origin: https://app.example.com'
+    check_eq "allowed origin gets Access-Control-Allow-Origin" "https://app.example.com" \
+        "$(resp_header Access-Control-Allow-Origin)"
+    api GET /v1/health -H 'Origin: https://evil.example.org'
+    check_eq "other origins get no Access-Control-Allow-Origin" "" "$(resp_header Access-Control-Allow-Origin)"
+    api OPTIONS /v1/videos -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'
+    check_status "preflight OPTIONS answers 204" 204
+    check "preflight lists POST in Access-Control-Allow-Methods" \
+        grep -qi '^Access-Control-Allow-Methods:.*POST' "$E2E_HDRS"
+    check "preflight allows the Authorization header" \
+        grep -qi '^Access-Control-Allow-Headers:.*Authorization' "$E2E_HDRS"
+    stop_daemon cors || true
+else
+    not_ok "daemon with --cors-origins starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 15. full disk: a small tmpfs as data dir"
+E2E_MOUNT=$TMP/full
+mkdir -p "$E2E_MOUNT"
+if mount -t tmpfs -o size=1536k tmpfs "$E2E_MOUNT" 2>/dev/null; then
+    if start_daemon full "$E2E_MOUNT/data"; then
+        ok "daemon on a 1.5 MiB tmpfs starts"
+        head -c 3000000 /dev/urandom >"$TMP/media/3mb.bin"
+        api POST "/v1/videos?name=3mb.bin" --data-binary "@$TMP/media/3mb.bin"
+        check_error "upload larger than the free space" 507
+        check_jq "507 message says the disk is full" '.error.message | test("disk full")'
+        left=$(find "$E2E_MOUNT/data/tmp" "$E2E_MOUNT/data/videos" -type f | wc -l)
+        check_eq "no partial file is left after the 507" 0 "$left"
+        api GET /v1/health
+        check_status "daemon still healthy after a full disk" 200
+        api POST "/v1/videos?name=small.mp4" --data-binary "@$TMP/media/out_2.mp4"
+        check_status "a small upload still works afterwards" 202
+        stop_daemon full || true
+        check_eq "daemon on a full disk exits 0 on SIGTERM" 0 "$EXIT_RC"
+    else
+        not_ok "daemon on a 1.5 MiB tmpfs starts" "see log above"
+    fi
+    umount "$E2E_MOUNT" && E2E_MOUNT=""
+else
+    echo "# skipped 15: cannot mount a tmpfs here (needs root); full-disk case not run"
+    E2E_MOUNT=""
+fi
 
 # =============================================================================
 echo "# runtime $((SECONDS - T0)) s"
