@@ -1,0 +1,307 @@
+/* test_search.c - retrieval and grounding on planted embedding sequences (no
+ * model): a query planted into a run of segments comes back as exactly that
+ * moment; separate runs stay separate; noise gives "no confident match";
+ * filters, pagination, deletion and concurrent use. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../engine/search.h"
+#include "harness.h"
+
+#define DIM 64
+#define SEG_MS 2000
+
+static uint64_t g_rng = 0x12345678abcdefull;
+static float frand(void) /* uniform in (-1, 1) */
+{
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 11) * (1.0 / 9007199254740992.0)) * 2 - 1;
+}
+static void normalise(float *v)
+{
+    double s = 0;
+    for (int i = 0; i < DIM; i++)
+        s += v[i] * v[i];
+    for (int i = 0; i < DIM; i++)
+        v[i] /= (float)sqrt(s);
+}
+static void random_unit(float *v)
+{
+    for (int i = 0; i < DIM; i++)
+        v[i] = frand();
+    normalise(v);
+}
+/* Close to Q: cosine about 0.95. */
+static void planted(float *v, const float *q)
+{
+    float n[DIM];
+    random_unit(n);
+    for (int i = 0; i < DIM; i++)
+        v[i] = q[i] + 0.3f * n[i];
+    normalise(v);
+}
+
+/* VIDEOS videos of SEGS segments of noise; plants[v] lists [first,last] runs of Q in video v. */
+typedef struct plant {
+    long long video;
+    int first, last;
+} plant;
+
+static md_index *build(int videos, int segs, const float *q, const plant *plants, int n_plants)
+{
+    md_index *ix = NULL;
+    CHECK_EQ_INT(md_index_new(DIM, &ix), MD_OK);
+    float v[DIM];
+    for (long long vid = 1; vid <= videos; vid++)
+        for (int s = 0; s < segs; s++) {
+            random_unit(v);
+            for (int p = 0; p < n_plants; p++)
+                if (plants[p].video == vid && s >= plants[p].first && s <= plants[p].last)
+                    planted(v, q);
+            CHECK_EQ_INT(md_index_add(ix, vid, s, (long long)s * SEG_MS, (long long)(s + 1) * SEG_MS, v), MD_OK);
+        }
+    return ix;
+}
+
+static void test_planted_run_is_the_moment(void)
+{
+    float q[DIM];
+    random_unit(q);
+    plant pl[] = {{7, 10, 14}};
+    md_index *ix = build(40, 30, q, pl, 1);
+    CHECK_EQ_INT(md_index_count(ix), 1200);
+    md_search_params p = md_search_default_params();
+    md_search_result r;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK(r.n >= 1);
+    CHECK_EQ_INT(r.moments[0].video_id, 7);
+    CHECK_EQ_INT(r.moments[0].first_seq, 10);
+    CHECK_EQ_INT(r.moments[0].last_seq, 14);
+    CHECK_EQ_INT(r.moments[0].start_ms, 10 * SEG_MS);
+    CHECK_EQ_INT(r.moments[0].end_ms, 15 * SEG_MS);
+    CHECK(r.moments[0].score > 0.8f);
+    CHECK(r.confident);
+    CHECK_EQ_INT(r.scored, 1200);
+    /* Only one planted moment: the second result is noise and far below. */
+    CHECK(r.n < 2 || r.moments[1].score < r.moments[0].score - 0.3f);
+    CHECK(r.n < 2 || r.moments[1].z < r.z_needed + 1.5f);
+    md_search_result_free(&r);
+
+    /* Grounding in that video finds the same span; boundary precision is the segment length. */
+    md_ground_params gp = md_ground_default_params();
+    gp.with_curve = 1;
+    md_ground_result g;
+    CHECK_EQ_INT(md_index_ground(ix, 7, q, &gp, &g), MD_OK);
+    CHECK(g.n >= 1);
+    CHECK_EQ_INT(g.moments[0].start_ms, 10 * SEG_MS);
+    CHECK_EQ_INT(g.moments[0].end_ms, 15 * SEG_MS);
+    CHECK(g.confident);
+    CHECK_EQ_INT(g.n_segments, 30);
+    CHECK_EQ_INT(g.precision_ms, SEG_MS);
+    CHECK(g.raw && g.smooth && g.start_ms && g.end_ms);
+    if (g.raw) {
+        CHECK(g.raw[12] > 0.8f && g.raw[0] < 0.6f);
+        CHECK_EQ_INT(g.start_ms[29], 29 * SEG_MS);
+    }
+    md_ground_result_free(&g);
+    md_index_free(ix);
+}
+
+static void test_two_runs_stay_two(void)
+{
+    float q[DIM];
+    random_unit(q);
+    /* Same video, separated by one noise segment, and another run elsewhere. */
+    plant pl[] = {{3, 5, 7}, {3, 9, 11}, {12, 20, 22}};
+    md_index *ix = build(20, 30, q, pl, 3);
+    md_search_params p = md_search_default_params();
+    md_search_result r;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK(r.n >= 3);
+    int found[3] = {0, 0, 0};
+    for (int i = 0; i < 3 && i < r.n; i++) {
+        md_moment *m = &r.moments[i];
+        for (int k = 0; k < 3; k++)
+            if (m->video_id == pl[k].video && m->first_seq == pl[k].first && m->last_seq == pl[k].last)
+                found[k]++;
+    }
+    CHECK_EQ_INT(found[0], 1);
+    CHECK_EQ_INT(found[1], 1);
+    CHECK_EQ_INT(found[2], 1);
+    md_search_result_free(&r);
+
+    md_ground_params gp = md_ground_default_params();
+    md_ground_result g;
+    CHECK_EQ_INT(md_index_ground(ix, 3, q, &gp, &g), MD_OK);
+    /* Smoothing may blur the one-segment gap, but the best moment must lie on the plants. */
+    CHECK(g.n >= 1 && g.moments[0].start_ms >= 5 * SEG_MS && g.moments[0].end_ms <= 12 * SEG_MS);
+    md_ground_result_free(&g);
+    md_index_free(ix);
+}
+
+static void test_noise_is_not_confident(void)
+{
+    float q[DIM];
+    random_unit(q);
+    md_index *ix = build(20, 30, q, NULL, 0);
+    md_search_params p = md_search_default_params();
+    md_search_result r;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK(r.n > 0); /* moments are still listed ... */
+    CHECK(!r.confident); /* ... but flagged */
+    CHECK(r.z_needed > 3.0f);
+    md_search_result_free(&r);
+    md_ground_params gp = md_ground_default_params();
+    md_ground_result g;
+    CHECK_EQ_INT(md_index_ground(ix, 4, q, &gp, &g), MD_OK);
+    CHECK(!g.confident);
+    md_ground_result_free(&g);
+    CHECK_EQ_INT(md_index_ground(ix, 999, q, &gp, &g), MD_ERR_NOT_FOUND);
+    md_index_free(ix);
+}
+
+static void test_filters_pagination_delete(void)
+{
+    float q[DIM];
+    random_unit(q);
+    plant pl[] = {{2, 3, 4}, {5, 10, 12}, {9, 0, 1}};
+    md_index *ix = build(10, 20, q, pl, 3);
+    md_search_params p = md_search_default_params();
+    md_search_result r;
+    long long only[] = {5, 9};
+    p.videos = only;
+    p.n_videos = 2;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK_EQ_INT(r.scored, 40);
+    for (int i = 0; i < r.n; i++)
+        CHECK(r.moments[i].video_id == 5 || r.moments[i].video_id == 9);
+    CHECK(r.n >= 2 && r.moments[0].score > 0.8f && r.moments[1].score > 0.8f);
+    md_search_result_free(&r);
+
+    p = md_search_default_params();
+    p.min_score = 0.8f;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK_EQ_INT(r.n, 3);
+    md_moment first = r.moments[0], second = r.moments[1];
+    md_search_result_free(&r);
+    p.k = 1;
+    p.offset = 1;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK_EQ_INT(r.n, 1);
+    CHECK(r.n == 1 && r.moments[0].video_id == second.video_id && r.moments[0].first_seq == second.first_seq);
+    CHECK_EQ_INT(r.total, 3);
+    md_search_result_free(&r);
+
+    /* Deleting a video removes it from results at once; others stay intact. */
+    md_index_remove_video(ix, first.video_id);
+    CHECK_EQ_INT(md_index_count(ix), 180);
+    CHECK_EQ_INT(md_index_video_segments(ix, first.video_id), 0);
+    p = md_search_default_params();
+    p.min_score = 0.8f;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK_EQ_INT(r.n, 2);
+    for (int i = 0; i < r.n; i++)
+        CHECK(r.moments[i].video_id != first.video_id);
+    md_search_result_free(&r);
+    /* The moved rows still answer grounding for their videos with the right times. */
+    for (long long v = 1; v <= 10; v++) {
+        if (v == first.video_id)
+            continue;
+        CHECK_EQ_INT(md_index_video_segments(ix, v), 20);
+        md_ground_params gp = md_ground_default_params();
+        gp.with_curve = 1;
+        md_ground_result g;
+        CHECK_EQ_INT(md_index_ground(ix, v, q, &gp, &g), MD_OK);
+        for (int s = 0; g.start_ms && s < 20; s++)
+            CHECK_EQ_INT(g.start_ms[s], (long long)s * SEG_MS);
+        md_ground_result_free(&g);
+    }
+    /* Replacing a segment keeps the count. */
+    float v[DIM];
+    random_unit(v);
+    long long keep = first.video_id == 2 ? 5 : 2;
+    CHECK_EQ_INT(md_index_add(ix, keep, 3, 3 * SEG_MS, 4 * SEG_MS, v), MD_OK);
+    CHECK_EQ_INT(md_index_count(ix), 180);
+    CHECK_EQ_INT(md_index_add(ix, 0, 0, 0, 1, v), MD_ERR_INVALID);
+    CHECK_EQ_INT(md_index_add(ix, 1, 0, 5, 1, v), MD_ERR_INVALID);
+    md_index_free(ix);
+}
+
+static void test_empty_index(void)
+{
+    md_index *ix;
+    float q[DIM];
+    random_unit(q);
+    CHECK_EQ_INT(md_index_new(DIM, &ix), MD_OK);
+    md_search_params p = md_search_default_params();
+    md_search_result r;
+    CHECK_EQ_INT(md_index_search(ix, q, &p, &r), MD_OK);
+    CHECK_EQ_INT(r.n, 0);
+    CHECK(!r.confident);
+    md_search_result_free(&r);
+    md_index_free(ix);
+    CHECK_EQ_INT(md_index_new(0, &ix), MD_ERR_INVALID);
+}
+
+typedef struct thr_arg {
+    md_index *ix;
+    const float *q;
+    int writer;
+} thr_arg;
+
+static void *worker(void *a)
+{
+    thr_arg *t = a;
+    float v[DIM];
+    for (int i = 0; i < 200; i++) {
+        if (t->writer) {
+            long long vid = 100 + i % 5;
+            for (int s = 0; s < 10; s++) {
+                for (int k = 0; k < DIM; k++)
+                    v[k] = t->q[(k + s) % DIM];
+                md_index_add(t->ix, vid, s, s * 1000, s * 1000 + 1000, v);
+            }
+            if (i % 3 == 0)
+                md_index_remove_video(t->ix, vid);
+        } else {
+            md_search_params p = md_search_default_params();
+            md_search_result r;
+            if (md_index_search(t->ix, t->q, &p, &r) == MD_OK)
+                md_search_result_free(&r);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_use(void)
+{
+    float q[DIM];
+    random_unit(q);
+    md_index *ix = build(5, 10, q, NULL, 0);
+    pthread_t th[4];
+    thr_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thr_arg){ix, q, i == 0};
+        pthread_create(&th[i], NULL, worker, &args[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    /* Original videos are untouched by the churn. */
+    for (long long v = 1; v <= 5; v++)
+        CHECK_EQ_INT(md_index_video_segments(ix, v), 10);
+    md_index_free(ix);
+}
+
+int main(void)
+{
+    RUN(test_planted_run_is_the_moment);
+    RUN(test_two_runs_stay_two);
+    RUN(test_noise_is_not_confident);
+    RUN(test_filters_pagination_delete);
+    RUN(test_empty_index);
+    RUN(test_concurrent_use);
+    return md_test_summary("test_search");
+}
