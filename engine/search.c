@@ -178,6 +178,28 @@ size_t md_index_bytes(md_index *ix)
     return b;
 }
 
+md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, float *emb, long long *start_ms,
+                          long long *end_ms)
+{
+    md_status s = MD_ERR_NOT_FOUND;
+    pthread_rwlock_rdlock(&ix->lock);
+    const vid_entry *e = find_video(ix, video_id);
+    int best = -1;
+    for (int i = 0; e && i < e->n; i++)
+        if (ix->t0[e->rows[i]] <= t_ms)
+            best = e->rows[i];
+    if (best >= 0 && t_ms <= ix->t1[best]) {
+        memcpy(emb, ix->emb + (size_t)best * ix->dim, (size_t)ix->dim * sizeof *emb);
+        if (start_ms)
+            *start_ms = ix->t0[best];
+        if (end_ms)
+            *end_ms = ix->t1[best];
+        s = MD_OK;
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    return s;
+}
+
 int md_index_video_segments(md_index *ix, long long video_id)
 {
     pthread_rwlock_rdlock(&ix->lock);
@@ -452,8 +474,28 @@ md_status md_index_search(md_index *ix, const float *query, const md_search_para
     out->n = to - from;
     memmove(all, all + from, (size_t)out->n * sizeof *all);
     out->moments = all;
+    int nsegs = 0;
+    for (int i = 0; i < out->n; i++)
+        nsegs += all[i].last_seq - all[i].first_seq + 1;
+    if (!(out->segs = malloc((size_t)(nsegs ? nsegs : 1) * sizeof *out->segs))) {
+        s = MD_ERR_NOMEM;
+        goto out;
+    }
+    nsegs = 0;
+    for (int i = 0; i < out->n; i++) {
+        const vid_entry *e = find_video(ix, all[i].video_id);
+        int p0 = find_seq(ix, e, all[i].first_seq);
+        all[i].seg0 = nsegs;
+        all[i].n_segs = all[i].last_seq - all[i].first_seq + 1;
+        for (int j = 0; j < all[i].n_segs; j++) {
+            int r = e->rows[p0 + j];
+            out->segs[nsegs++] = (md_segment_hit){ix->seq[r], ix->t0[r], ix->t1[r], scores[r]};
+        }
+    }
 out:
     pthread_rwlock_unlock(&ix->lock);
+    if (s != MD_OK)
+        md_search_result_free(out);
     free(scores);
     free(covered);
     free(heap);
@@ -466,7 +508,9 @@ void md_search_result_free(md_search_result *r)
     if (!r)
         return;
     free(r->moments);
+    free(r->segs);
     r->moments = NULL;
+    r->segs = NULL;
     r->n = 0;
 }
 

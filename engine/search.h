@@ -53,6 +53,11 @@ md_status md_index_add(md_index *ix, long long video_id, int seq, long long star
 void md_index_remove_video(md_index *ix, long long video_id);
 /* Segments held for VIDEO_ID. */
 int md_index_video_segments(md_index *ix, long long video_id);
+/* Copies the embedding of VIDEO_ID's segment that contains time T_MS (the last
+ * one starting at or before T_MS) into EMB, with its times. MD_ERR_NOT_FOUND
+ * when the video has no segments or T_MS is past its end. */
+md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, float *emb, long long *start_ms,
+                          long long *end_ms);
 
 typedef struct md_moment {
     long long video_id;
@@ -60,7 +65,15 @@ typedef struct md_moment {
     int first_seq, last_seq, peak_seq;
     float score; /* raw cosine at the peak */
     float z;     /* normalised score at the peak */
+    int seg0, n_segs; /* search only: its segments are result.segs[seg0 .. seg0 + n_segs - 1] */
 } md_moment;
+
+/* One segment behind a moment. */
+typedef struct md_segment_hit {
+    int seq;
+    long long start_ms, end_ms;
+    float score;
+} md_segment_hit;
 
 typedef struct md_search_params {
     int k;                    /* moments to return (after offset) */
@@ -75,6 +88,7 @@ md_search_params md_search_default_params(void);
 typedef struct md_search_result {
     md_moment *moments; /* n of them, best first */
     int n;
+    md_segment_hit *segs; /* the returned moments' segments, in time order per moment */
     int total;          /* moments found before pagination (a lower bound: only the top hits grow moments) */
     long long scored;   /* segments scored */
     float mean, std;    /* of all scored segments' cosines */

@@ -85,6 +85,24 @@ static void test_planted_run_is_the_moment(void)
     CHECK(r.moments[0].score > 0.8f);
     CHECK(r.confident);
     CHECK_EQ_INT(r.scored, 1200);
+    CHECK_EQ_INT(r.moments[0].n_segs, 5);
+    for (int j = 0; r.n && j < r.moments[0].n_segs; j++) {
+        md_segment_hit *h = &r.segs[r.moments[0].seg0 + j];
+        CHECK_EQ_INT(h->seq, 10 + j);
+        CHECK_EQ_INT(h->start_ms, (10 + j) * SEG_MS);
+        CHECK(h->score > 0.8f);
+    }
+    float e[DIM];
+    long long a, b;
+    CHECK_EQ_INT(md_index_lookup(ix, 7, 12 * SEG_MS + 500, e, &a, &b), MD_OK);
+    CHECK_EQ_INT(a, 12 * SEG_MS);
+    CHECK_EQ_INT(b, 13 * SEG_MS);
+    double dq = 0;
+    for (int i = 0; i < DIM; i++)
+        dq += e[i] * q[i];
+    CHECK(dq > 0.8);
+    CHECK_EQ_INT(md_index_lookup(ix, 7, 31 * SEG_MS, e, &a, &b), MD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(md_index_lookup(ix, 77, 0, e, &a, &b), MD_ERR_NOT_FOUND);
     /* Only one planted moment: the second result is noise and far below. */
     CHECK(r.n < 2 || r.moments[1].score < r.moments[0].score - 0.3f);
     CHECK(r.n < 2 || r.moments[1].z < r.z_needed + 1.5f);
