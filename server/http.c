@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "../engine/log.h"
 #include "server.h"
@@ -218,31 +220,92 @@ static void body_fail(md_req *r, md_status st, const char *msg)
     r->upload = NULL;
 }
 
+/* The file part of a request goes to an md_upload (uploads) or to a
+ * temporary file (query pictures). */
+static void sink_begin(md_req *r, const char *filename)
+{
+    md_error e;
+    md_status st;
+    if (r->mode == MD_BODY_UPLOAD) {
+        if ((st = md_upload_begin(r->srv->lib, filename, &r->upload, &e)) != MD_OK)
+            body_fail(r, st, e.msg);
+        return;
+    }
+    snprintf(r->file_path, sizeof r->file_path, "%s/tmp/query-XXXXXX", r->srv->cfg->data_dir);
+    if ((r->file_fd = mkstemp(r->file_path)) < 0) {
+        r->file_path[0] = 0;
+        body_fail(r, MD_ERR_IO, "cannot create a temporary file for the picture");
+    }
+}
+
+static void sink_write(md_req *r, const char *data, size_t size)
+{
+    if (r->mode == MD_BODY_UPLOAD) {
+        md_error e;
+        md_status st = md_upload_write(r->upload, data, size, &e);
+        if (st != MD_OK)
+            body_fail(r, st, e.msg);
+        return;
+    }
+    if (r->file_size + (long long)size > MD_MAX_QUERY_FILE) {
+        body_fail(r, MD_ERR_TOO_LARGE, "query picture larger than 32 MiB");
+        return;
+    }
+    while (size) {
+        ssize_t n = write(r->file_fd, data, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            body_fail(r, errno == ENOSPC ? MD_ERR_NO_SPACE : MD_ERR_IO, "cannot store the query picture");
+            return;
+        }
+        data += n;
+        size -= (size_t)n;
+        r->file_size += n;
+    }
+}
+
+static int sink_open(const md_req *r) { return r->upload || r->file_path[0]; }
+
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                  const char *content_type, const char *transfer_encoding, const char *data,
                                  uint64_t off, size_t size)
 {
     md_req *r = cls;
-    (void)kind, (void)key, (void)content_type, (void)transfer_encoding, (void)off;
-    if (r->body_status != MD_OK || !filename)
-        return MHD_YES; /* form fields other than the file are ignored */
-    if (!r->upload) {
+    (void)kind, (void)content_type, (void)transfer_encoding;
+    if (r->body_status != MD_OK)
+        return MHD_YES;
+    if (!filename) {
+        /* A form field: kept (small ones only) for handlers that take options this way. */
+        if (!key || !r->form || off + size > 4096)
+            return MHD_YES;
+        cJSON *old = cJSON_GetObjectItemCaseSensitive(r->form, key);
+        char buf[4097];
+        size_t have = old && cJSON_IsString(old) ? strlen(old->valuestring) : 0;
+        if (have + size > 4096)
+            return MHD_YES;
+        if (have)
+            memcpy(buf, old->valuestring, have);
+        memcpy(buf + have, data, size);
+        buf[have + size] = 0;
+        if (old)
+            cJSON_ReplaceItemInObjectCaseSensitive(r->form, key, cJSON_CreateString(buf));
+        else
+            cJSON_AddStringToObject(r->form, key, buf);
+        return MHD_YES;
+    }
+    if (!sink_open(r)) {
         if (r->saw_file)
             return MHD_YES; /* one file per request: later file parts are ignored */
         r->saw_file = 1;
-        md_error e;
-        md_status st = md_upload_begin(r->srv->lib, filename, &r->upload, &e);
-        if (st != MD_OK) {
-            body_fail(r, st, e.msg);
+        sink_begin(r, filename);
+        if (r->body_status != MD_OK)
             return MHD_YES;
-        }
+    } else if (r->saw_file > 1) {
+        return MHD_YES;
     }
-    if (size) {
-        md_error e;
-        md_status st = md_upload_write(r->upload, data, size, &e);
-        if (st != MD_OK)
-            body_fail(r, st, e.msg);
-    }
+    if (size)
+        sink_write(r, data, size);
     return MHD_YES;
 }
 
@@ -250,7 +313,7 @@ static void take_body(md_req *r, const char *data, size_t size)
 {
     if (r->body_status != MD_OK)
         return; /* discard: an error is already decided */
-    if (r->route->body == MD_BODY_JSON) {
+    if (r->mode == MD_BODY_JSON) {
         if (r->body_len + size > MD_MAX_JSON_BODY) {
             body_fail(r, MD_ERR_TOO_LARGE, "JSON body larger than 1 MiB");
             return;
@@ -268,17 +331,60 @@ static void take_body(md_req *r, const char *data, size_t size)
         memcpy(r->body + r->body_len, data, size);
         r->body_len += size;
         r->body[r->body_len] = 0;
-    } else if (r->route->body == MD_BODY_UPLOAD) {
+    } else if (r->mode == MD_BODY_UPLOAD || r->mode == MD_BODY_QUERY) {
         if (r->multipart) {
             if (MHD_post_process(r->pp, data, size) != MHD_YES)
                 body_fail(r, MD_ERR_INVALID, "malformed multipart/form-data body");
         } else {
-            md_error e;
-            md_status st = md_upload_write(r->upload, data, size, &e);
-            if (st != MD_OK)
-                body_fail(r, st, e.msg);
+            sink_write(r, data, size);
         }
     }
+}
+
+/* Decides how to take the body from the route and the Content-Type. Returns 1
+ * when a response was queued already. */
+static int setup_body(md_req *r)
+{
+    md_server *srv = r->srv;
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
+    int is_multipart = ct && strncasecmp(ct, "multipart/form-data", 19) == 0;
+    r->mode = r->route->body;
+    if (r->mode == MD_BODY_QUERY) {
+        int picture = is_multipart || (ct && (strncasecmp(ct, "image/", 6) == 0 || strncasecmp(ct, "video/", 6) == 0 ||
+                                              strncasecmp(ct, "application/octet-stream", 24) == 0));
+        if (!picture)
+            r->mode = MD_BODY_JSON;
+    }
+    if (r->mode != MD_BODY_UPLOAD && r->mode != MD_BODY_QUERY)
+        return 0;
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    long long limit = r->mode == MD_BODY_UPLOAD ? srv->cfg->max_upload : MD_MAX_QUERY_FILE;
+    if (cl && strtoll(cl, NULL, 10) > limit) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s of %s bytes is larger than the limit of %lld bytes%s",
+                 r->mode == MD_BODY_UPLOAD ? "upload" : "query picture", cl, limit,
+                 r->mode == MD_BODY_UPLOAD ? " (setting max_upload)" : "");
+        md_reply_status(r, MD_ERR_TOO_LARGE, msg);
+        return 1;
+    }
+    if (is_multipart) {
+        r->multipart = 1;
+        r->form = cJSON_CreateObject();
+        r->pp = MHD_create_post_processor(r->conn, 64 * 1024, post_iter, r);
+        if (!r->pp) {
+            md_reply_status(r, MD_ERR_INVALID, "malformed multipart/form-data header (boundary missing?)");
+            return 1;
+        }
+        return 0;
+    }
+    const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "name");
+    r->saw_file = 1;
+    sink_begin(r, name ? name : "upload");
+    if (r->body_status != MD_OK) {
+        md_reply_status(r, r->body_status, r->body_err.msg);
+        return 1;
+    }
+    return 0;
 }
 
 /* First callback of a request: route, auth, declared size, body set-up.
@@ -347,34 +453,7 @@ static int begin_request(md_req *r)
                                                                              : "momentd is shutting down");
         return 1;
     }
-    if (r->route->body == MD_BODY_UPLOAD) {
-        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoll(cl, NULL, 10) > srv->cfg->max_upload) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "upload of %s bytes is larger than the limit of %lld bytes (setting max_upload)",
-                     cl, srv->cfg->max_upload);
-            md_reply_status(r, MD_ERR_TOO_LARGE, msg);
-            return 1;
-        }
-        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
-        if (ct && strncasecmp(ct, "multipart/form-data", 19) == 0) {
-            r->multipart = 1;
-            r->pp = MHD_create_post_processor(r->conn, 64 * 1024, post_iter, r);
-            if (!r->pp) {
-                md_reply_status(r, MD_ERR_INVALID, "malformed multipart/form-data header (boundary missing?)");
-                return 1;
-            }
-        } else {
-            const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "name");
-            md_error e;
-            md_status st = md_upload_begin(srv->lib, name ? name : "upload", &r->upload, &e);
-            if (st != MD_OK) {
-                md_reply_status(r, st, e.msg);
-                return 1;
-            }
-        }
-    }
-    return 0;
+    return setup_body(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -393,6 +472,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->method = method;
         r->url = url;
         r->route_index = -1;
+        r->file_fd = -1;
         r->t0 = md_mono_s();
         *con_cls = r;
         begin_request(r); /* may answer at once (404, 405, 401, 413): MHD then drops the body */
@@ -413,7 +493,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         md_reply_status(r, r->body_status, r->body_err.msg);
         return MHD_YES;
     }
-    if (r->route->body == MD_BODY_JSON) {
+    if (r->mode == MD_BODY_JSON) {
         if (!r->body_len) {
             md_reply_status(r, MD_ERR_INVALID, "request body is empty; expected JSON");
             return MHD_YES;
@@ -428,7 +508,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
     }
-    if (r->route->body == MD_BODY_UPLOAD) {
+    if (r->mode == MD_BODY_UPLOAD || r->mode == MD_BODY_QUERY) {
         if (r->multipart && r->pp) {
             MHD_destroy_post_processor(r->pp);
             r->pp = NULL;
@@ -436,10 +516,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 md_reply_status(r, r->body_status, r->body_err.msg);
                 return MHD_YES;
             }
-            if (!r->upload) {
-                md_reply_status(r, MD_ERR_INVALID, "multipart body has no file part (send -F file=@video.mp4)");
-                return MHD_YES;
-            }
+        }
+        if (!sink_open(r)) {
+            md_reply_status(r, MD_ERR_INVALID, r->mode == MD_BODY_UPLOAD
+                                                   ? "multipart body has no file part (send -F file=@video.mp4)"
+                                                   : "multipart body has no file part (send -F file=@picture.jpg)");
+            return MHD_YES;
+        }
+        if (r->file_fd >= 0 && r->file_path[0]) {
+            close(r->file_fd);
+            r->file_fd = -1;
         }
     }
     md_error e = {{0}};
@@ -467,6 +553,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->pp)
         MHD_destroy_post_processor(r->pp);
     md_upload_abort(r->upload); /* an upload still open here was never finished: drop its bytes */
+    if (r->file_fd >= 0)
+        close(r->file_fd);
+    if (r->file_path[0])
+        unlink(r->file_path);
+    cJSON_Delete(r->form);
     free(r->body);
     cJSON_Delete(r->body_json);
     cJSON_Delete(r->json);

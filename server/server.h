@@ -26,8 +26,13 @@ typedef struct md_req md_req;
 typedef enum {
     MD_BODY_NONE = 0, /* body ignored */
     MD_BODY_JSON,     /* buffered up to MD_MAX_JSON_BODY, parsed into r->body_json */
-    MD_BODY_UPLOAD    /* streamed into an md_upload: raw bytes or multipart/form-data */
+    MD_BODY_UPLOAD,   /* streamed into an md_upload: raw bytes or multipart/form-data */
+    MD_BODY_QUERY     /* JSON (as MD_BODY_JSON), or a picture: multipart/form-data or a raw
+                         image body, streamed to a temporary file (r->file_path, capped at
+                         MD_MAX_QUERY_FILE); multipart form fields land in r->form */
 } md_body_kind;
+
+#define MD_MAX_QUERY_FILE (32LL << 20)
 
 typedef md_status (*md_handler_fn)(md_req *r, md_error *e);
 
@@ -65,10 +70,14 @@ struct md_req {
     char *body;
     size_t body_len, body_cap;
     cJSON *body_json;
+    md_body_kind mode; /* what this request's body turned out to be */
     md_upload *upload;
     struct MHD_PostProcessor *pp;
     int multipart, saw_file;
-    char upload_name[256];
+    int file_fd;             /* MD_BODY_QUERY picture: temporary file, removed when the request ends */
+    char file_path[4200];
+    long long file_size;
+    cJSON *form;             /* multipart form fields (name -> string) */
     md_status body_status; /* first error while receiving the body */
     md_error body_err;
 
