@@ -28,7 +28,7 @@ else
 endif
 
 ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c
-VIDEO_SRC  := video/probe.c
+VIDEO_SRC  := video/probe.c video/decode.c video/preprocess.c
 SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
 MAIN_SRC   := server/main.c
 LIB_SRC    := $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC)

@@ -7,7 +7,7 @@
  * inside avformat_open_input()/avformat_find_stream_info(), and a cancel aborts those too.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "video.h"
+#include "internal.h"
 
 #include "../engine/log.h"
 
@@ -41,10 +41,7 @@ typedef struct probe_state {
     int cancelled;
 } probe_state;
 
-static md_status set_err(char *err, size_t errlen, md_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static md_status set_err(char *err, size_t errlen, md_status st, const char *fmt, ...)
+md_status md_video_set_err(char *err, size_t errlen, md_status st, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -89,23 +86,23 @@ static md_status open_error(const probe_state *ps, int ret, char *err, size_t er
 {
     char reason[AV_ERROR_MAX_STRING_SIZE];
     if (ps->cancelled)
-        return set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+        return md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
     av_strerror(ret, reason, sizeof reason);
     if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
-        return set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+        return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
     if (ret == AVERROR(EACCES) || ret == AVERROR(EPERM))
-        return set_err(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
     if (ret == AVERROR(EIO))
-        return set_err(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
     if (ret == AVERROR(ENOMEM))
-        return set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
-    return set_err(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
 }
 
 /* Display matrix -> clockwise quarter turns in degrees. av_display_rotation_get() answers in
  * counter-clockwise degrees (FFmpeg's own autorotate negates it the same way), and may return any
  * angle or NaN for a degenerate matrix; we snap to the nearest quarter turn. */
-static int rotation_cw(const AVStream *st)
+int md_video_stream_rotation(const AVStream *st)
 {
     size_t size = 0;
     const uint8_t *sd = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, &size);
@@ -154,33 +151,33 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         info->duration_ms = -1;
     }
     if (!path || !info)
-        return set_err(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
 
     /* stat first: it tells a missing file and an empty one apart more clearly than FFmpeg. */
     struct stat sb;
     if (stat(path, &sb) != 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
-            return set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+            return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
         av_strerror(AVERROR(e), reason, sizeof reason);
-        return set_err(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
     }
     if (!S_ISREG(sb.st_mode))
-        return set_err(err, errlen, MD_ERR_MEDIA, "not a regular file");
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a regular file");
     if (sb.st_size == 0)
-        return set_err(err, errlen, MD_ERR_MEDIA, "empty file");
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "empty file");
     ps.total = (long long)sb.st_size;
 
     /* "file:" keeps a name such as "http:x" or "pipe:1" a local path; the whitelist stops a
      * playlist or concat file inside the file from reaching other protocols. */
     url = av_asprintf("file:%s", path);
     if (!url || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
-        st = set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     ps.fmt = avformat_alloc_context();
     if (!ps.fmt) {
-        st = set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     ps.fmt->interrupt_callback.callback = interrupt_cb;
@@ -231,14 +228,14 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     if (idx < 0) {
         int other = info->n_streams - info->n_audio_streams - n_cover;
         if (info->n_streams == 0)
-            st = set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
+            st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
         else if (other == 0 && info->n_audio_streams > 0)
-            st = set_err(err, errlen, MD_ERR_MEDIA,
+            st = md_video_set_err(err, errlen, MD_ERR_MEDIA,
                          "no video stream (audio only: %d audio stream%s%s)",
                          info->n_audio_streams, info->n_audio_streams == 1 ? "" : "s",
                          n_cover ? ", cover art" : "");
         else
-            st = set_err(err, errlen, MD_ERR_MEDIA,
+            st = md_video_set_err(err, errlen, MD_ERR_MEDIA,
                          "no video stream (%d stream%s: %d audio, %d other)", info->n_streams,
                          info->n_streams == 1 ? "" : "s", info->n_audio_streams, other);
         goto out;
@@ -252,25 +249,25 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     /* av_image_check_size also rejects sizes whose frame buffers would overflow an int. */
     if (par->width <= 0 || par->height <= 0 ||
         av_image_check_size((unsigned)par->width, (unsigned)par->height, 0, NULL) < 0) {
-        st = set_err(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
                      par->height);
         goto out;
     }
     if (vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0)
         info->fps = av_q2d(vs->avg_frame_rate);
-    info->rotation = rotation_cw(vs);
+    info->rotation = md_video_stream_rotation(vs);
     snprintf(info->codec, sizeof info->codec, "%s", avcodec_get_name(par->codec_id));
     snprintf(info->format, sizeof info->format, "%s", fmt->iformat->name);
     /* A probe that succeeds promises the indexer can decode the frames. */
     if (!avcodec_find_decoder(par->codec_id)) {
-        st = set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
+        st = md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
                      info->codec);
         goto out;
     }
     /* Still images open through the image demuxers; they are not videos to search in. */
     size_t fl = strlen(info->format);
     if (strcmp(info->format, "image2") == 0 || (fl > 5 && strcmp(info->format + fl - 5, "_pipe") == 0)) {
-        st = set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video", info->codec);
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video", info->codec);
         goto out;
     }
     if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
@@ -280,11 +277,11 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
 
     pkt = av_packet_alloc();
     if (!pkt) {
-        st = set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     /* The video stream's own timestamps, used when the headers gave no duration. */
-    int64_t first_ts = AV_NOPTS_VALUE, end_ts = AV_NOPTS_VALUE;
+    int64_t first_ts = AV_NOPTS_VALUE, end_ts = AV_NOPTS_VALUE, last_key_ts = AV_NOPTS_VALUE;
     /* Where the data read so far ends, any stream, in AV_TIME_BASE units. */
     int64_t data_end_us = AV_NOPTS_VALUE;
     int consecutive = 0;
@@ -295,7 +292,7 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         if (ret == AVERROR_EOF)
             break;
         if (ret == AVERROR(ENOMEM)) {
-            st = set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+            st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
             goto out;
         }
         if (ret < 0) {
@@ -320,6 +317,17 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         if (pkt->stream_index == idx) {
             info->n_video_packets++;
             int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+            if (pkt->flags & AV_PKT_FLAG_KEY) {
+                info->n_keyframes++;
+                if (ts != AV_NOPTS_VALUE && last_key_ts != AV_NOPTS_VALUE && ts > last_key_ts &&
+                    (last_key_ts >= 0 || ts < INT64_MAX + last_key_ts)) {
+                    long long gap = ms_from(ts - last_key_ts, vs->time_base);
+                    if (gap > info->max_keyframe_gap_ms)
+                        info->max_keyframe_gap_ms = gap;
+                }
+                if (ts != AV_NOPTS_VALUE)
+                    last_key_ts = ts;
+            }
             if (ts != AV_NOPTS_VALUE) {
                 if (first_ts == AV_NOPTS_VALUE || ts < first_ts)
                     first_ts = ts;
@@ -350,11 +358,11 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
             info->truncated = 1;
     }
     if (ps.cancelled || report(&ps, ps.total, 1)) {
-        st = set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+        st = md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
         goto out;
     }
     if (info->n_video_packets == 0) {
-        st = set_err(err, errlen, MD_ERR_MEDIA, "video stream has no readable packets%s",
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video stream has no readable packets%s",
                      info->n_corrupt_packets ? " (file truncated or corrupt)" : "");
         goto out;
     }
@@ -375,7 +383,7 @@ out:
         memset(info, 0, sizeof *info);
         info->duration_ms = -1;
         if (err && errlen && !err[0])
-            set_err(err, errlen, st, "%s", md_status_str(st));
+            md_video_set_err(err, errlen, st, "%s", md_status_str(st));
     }
     return st;
 }

@@ -1,6 +1,6 @@
-/* video.h - probing video files with libavformat: what a file holds and whether it reads cleanly.
+/* video.h - the video module: probing files, and turning videos into the frames the encoder needs.
  *
- * Usage:
+ * Probing (probe.c) says what a file holds and whether it reads cleanly:
  *
  *     md_video_global_init();              // once, at start-up
  *     md_video_info info;
@@ -13,8 +13,23 @@
  * decoding, so it costs about one sequential read of the file. It never decodes frames itself
  * (avformat_find_stream_info may decode a few to learn stream parameters).
  *
- * Thread-safety: md_video_probe() calls are independent and may run concurrently on any threads;
- * they share no state. md_video_global_init() must run once before any probe starts.
+ * Decoding (decode.c, preprocess.c) streams sampled, preprocessed frames in batches:
+ *
+ *     md_video_params p = md_video_default_params();      // 1 frame/s, 224 x 224, CLIP mean/std
+ *     md_video_decoder *d;
+ *     if (md_video_decoder_open(path, &p, &info, &d, err, sizeof err) != MD_OK) ...;
+ *     long long total = md_video_decoder_expected(d);     // for progress, known up front
+ *     md_video_batch b;
+ *     while ((st = md_video_decoder_next(d, &b)) == MD_OK && b.n > 0)
+ *         encode(b.pixels, b.n);                           // b.n x 3 x 224 x 224 floats
+ *     md_video_decoder_close(d);
+ *
+ * Memory is bounded by the batch size, the decoder's own frames (about one per decoding thread)
+ * and one RGB picture, whatever the length of the video.
+ *
+ * Thread-safety: probes, decoders and md_video_load_image() calls are independent and may run
+ * concurrently on any threads; they share no state. One decoder is used by one thread at a time.
+ * md_video_global_init() must run once before any of them starts.
  *
  * Nothing outside video/ should include FFmpeg headers; this header deliberately does not.
  */
@@ -43,6 +58,9 @@ typedef struct md_video_info {
     int truncated;         /* 1 when the scan ended on read errors, or the container's index
                               lists more packets of the chosen stream than could be read */
     long long size_bytes;
+    long long n_keyframes;         /* key packets of the chosen stream seen by the scan */
+    long long max_keyframe_gap_ms; /* largest distance between consecutive keyframes; 0 with fewer
+                                      than two */
 } md_video_info;
 
 /* Progress callback: done/total in bytes of the file read so far; return non-zero to cancel.
@@ -76,5 +94,143 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
  * before any thread uses FFmpeg. Messages beyond ~20 a second are dropped and counted, so a badly
  * damaged file cannot flood the log. */
 void md_video_global_init(void);
+
+/* ---- decoding, sampling, preprocessing ----------------------------------------------------- */
+
+#define MD_VIDEO_MAX_SIZE 1024 /* largest output size S */
+
+/* Which frames a decoder delivers. Times are the video stream's presentation times relative to
+ * its start (the first frame is at 0 ms). */
+typedef enum md_video_sampling {
+    /* One frame per 1/fps seconds: for each target time t_k = k / fps (k = 0, 1, ...) before the
+     * end of the video, the frame shown at t_k, i.e. the last frame whose presentation time is
+     * <= t_k (the first frame for targets before it). A frame is delivered again for every
+     * target it covers (sampling faster than the video's frame rate repeats frames). */
+    MD_VIDEO_SAMPLE_FPS = 0,
+    /* Every decoded frame, in presentation order. */
+    MD_VIDEO_SAMPLE_ALL,
+    /* COUNT frames evenly over the duration D: the frame shown at t_k = (k + 0.5) * D / COUNT,
+     * the middle of each of COUNT equal spans. */
+    MD_VIDEO_SAMPLE_COUNT
+} md_video_sampling;
+
+/* Return non-zero to stop: md_video_decoder_next() then returns MD_ERR_CANCELLED. Called on the
+ * decoding thread, between packets and while FFmpeg blocks on reading, every few milliseconds. */
+typedef int (*md_video_interrupt_fn)(void *ctx);
+
+typedef struct md_video_params {
+    md_video_sampling sampling; /* MD_VIDEO_SAMPLE_FPS */
+    double fps;                 /* frames per second of video for _FPS: 1.0, in (0, 1000] */
+    int count;                  /* frames for _COUNT: 16, in [1, 1000000] */
+    /* Fast archive mode for _FPS and _COUNT: decode keyframes only, when the video has at least
+     * as many keyframes as samples (its mean keyframe interval is at most the sample interval);
+     * otherwise decoding stays exact and md_video_decoder_keyframe_mode() says 0. Each target then
+     * gets the last keyframe at or before it, delivered with that keyframe's own time and
+     * keyframe_only = 1: the time error is below the largest keyframe gap
+     * (md_video_info.max_keyframe_gap_ms), and only one frame in every GOP is decoded. */
+    int keyframes_only;        /* 0 */
+    int size;                  /* output size S: 224, in [1, MD_VIDEO_MAX_SIZE] */
+    float mean[3], std[3];     /* CLIP's: 0.48145466, 0.4578275, 0.40821073 / 0.26862954,
+                                  0.26130258, 0.27577711; std must be > 0 */
+    int threads;               /* decoding threads: 0 = FFmpeg picks (one per core), else 1..64 */
+    int batch;                 /* frames per batch: 16, in [1, 1024] */
+    long long max_pixels;      /* larger coded frames are refused: 8192 * 8192 */
+    md_video_interrupt_fn interrupt; /* NULL: never interrupted */
+    void *interrupt_ctx;
+} md_video_params;
+
+md_video_params md_video_default_params(void);
+
+typedef struct md_video_frame {
+    long long ts_ms;     /* presentation time of the delivered frame (rounded to ms; may be < 0
+                            for a frame shown before the stream's start time) */
+    long long target_ms; /* the sampling time it was chosen for (= ts_ms for _ALL) */
+    int keyframe_only;   /* 1 in keyframe mode: the last keyframe at or before target_ms, not
+                            the exact frame shown then */
+} md_video_frame;
+
+/* Borrowed from the decoder until the next md_video_decoder_next() or close. */
+typedef struct md_video_batch {
+    int n;                        /* frames in the batch; 0 once the video is done */
+    int size;                     /* S */
+    long long first_index;        /* sample number of frames[0], counting from 0 */
+    const float *pixels;          /* n x 3 x S x S float32: per frame planar R, G, B planes of
+                                     S rows of S, CLIP-normalised, frames contiguous */
+    const md_video_frame *frames; /* n entries */
+} md_video_batch;
+
+typedef struct md_video_decode_stats {
+    long long packets;         /* packets of the video stream read */
+    long long keyframes;       /* of which keyframes */
+    long long skipped_packets; /* damaged packets skipped: read errors, and packets the decoder
+                                  rejected (what could be decoded still was) */
+    long long corrupt_packets; /* packets the demuxer flagged corrupt (still decoded) */
+    long long corrupt_frames;  /* frames the decoder concealed errors in (still delivered) */
+    long long frames_decoded;
+    long long frames_delivered;
+    long long frames_refused;  /* decoded frames refused: size changed to beyond max_pixels */
+} md_video_decode_stats;
+
+typedef struct md_video_decoder md_video_decoder;
+
+/* Opens PATH with libavformat (the local "file" protocol only, as md_video_probe), picks the best
+ * video stream and sets up its decoder (frame and slice threads). PROBED is optional: the result
+ * of md_video_probe() on the same file, used for the duration when the headers give none, the
+ * packet count of _ALL and the keyframe count of keyframe mode; without it open runs that probe
+ * itself when it needs one. PARAMS NULL means md_video_default_params().
+ *
+ * On success *OUT owns the open file; release it with md_video_decoder_close(). Errors (ERR gets a
+ * message, *OUT is NULL): MD_ERR_INVALID (bad arguments or parameters, named in ERR), and for
+ * the file the same statuses and messages as md_video_probe(), plus MD_ERR_MEDIA "video
+ * dimensions WxH exceed the limit of N pixels", MD_ERR_UNSUPPORTED when no decoder exists for
+ * the codec, MD_ERR_MEDIA "duration unknown" for _COUNT on a file whose duration cannot be
+ * found, MD_ERR_CANCELLED when PARAMS->interrupt stopped it. */
+md_status md_video_decoder_open(const char *path, const md_video_params *params, const md_video_info *probed,
+                                md_video_decoder **out, char *err, size_t errlen);
+
+/* What the decoder knows of the file: PROBED's copy when given, else the headers (the scan-only
+ * fields are then 0). Borrowed until close. */
+const md_video_info *md_video_decoder_info(const md_video_decoder *d);
+
+/* Frames the decoder expects to deliver, known at open: the targets before the end for _FPS,
+ * COUNT for _COUNT, the stream's frame count (or duration x frame rate) for _ALL; -1 when the
+ * duration cannot be known. A damaged or truncated file delivers fewer; a file whose headers
+ * understate its length may deliver more. */
+long long md_video_decoder_expected(const md_video_decoder *d);
+
+/* 1 when keyframe-only decoding is in use (see md_video_params.keyframes_only). */
+int md_video_decoder_keyframe_mode(const md_video_decoder *d);
+
+/* Fills *BATCH with the next frames, up to params.batch of them; BATCH->n == 0 (and MD_OK) once
+ * the video is done. Damaged data is skipped and counted (md_video_decoder_stats), never an error.
+ * Errors: MD_ERR_CANCELLED (interrupted), MD_ERR_NOMEM, MD_ERR_IO (the file became unreadable),
+ * MD_ERR_MEDIA when the whole video held no decodable frame; after an error BATCH->n is 0, the
+ * message is in md_video_decoder_error() and further calls return the same error. */
+md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *batch);
+
+void md_video_decoder_stats(const md_video_decoder *d, md_video_decode_stats *stats);
+
+/* The last error message, "" when none. Borrowed until close. */
+const char *md_video_decoder_error(const md_video_decoder *d);
+
+/* Frees everything; NULL is a no-op. */
+void md_video_decoder_close(md_video_decoder *d);
+
+/* Decodes the first frame of any picture or video FFmpeg reads (PNG, JPEG, WebP, a video's first
+ * frame, ...), turns it upright by its display matrix, and preprocesses it exactly as the decoder
+ * does into OUT_CHW (3 x SIZE x SIZE floats, caller-owned). MEAN/STD NULL mean CLIP's. Alpha is
+ * composited onto white, as CLIPImageProcessor does. Errors as md_video_decoder_open(), plus
+ * MD_ERR_MEDIA "no decodable frame". */
+md_status md_video_load_image(const char *path, int size, const float mean[3], const float std[3], float *out_chw,
+                              char *err, size_t errlen);
+
+/* Preprocesses one picture held in memory: WIDTH x HEIGHT pixels as stored, rows STRIDE bytes
+ * apart, CHANNELS 3 (RGB24) or 4 (RGBA, composited onto white), displayed turned ROTATION
+ * (0/90/180/270) degrees clockwise. Resize shortest side to SIZE with PIL's bicubic filter,
+ * center crop SIZE x SIZE, scale to [0, 1], normalise: bit-exact with Hugging Face
+ * CLIPImageProcessor on the same picture. MD_ERR_INVALID for bad arguments, MD_ERR_NOMEM. */
+md_status md_video_preprocess_rgb(const unsigned char *pixels, int width, int height, ptrdiff_t stride,
+                                  int channels, int rotation, int size, const float mean[3], const float std[3],
+                                  float *out_chw);
 
 #endif

@@ -1,0 +1,991 @@
+/* decode.c - the streaming decoder (md_video_decoder_*) and md_video_load_image(): demux and decode
+ * with libavformat/libavcodec, pick frames by presentation time, convert them to RGB with
+ * libswscale and preprocess them (preprocess.c) into batches of CLIP-ready tensors.
+ *
+ * Pipeline, all on the caller's thread (FFmpeg's decoding threads work ahead meanwhile):
+ *
+ *   av_read_frame -> [keyframe mode: keep only the keyframes some target needs] -> send_packet
+ *   receive_frame -> time t (best-effort pts, made monotonic) -> sampler -> RGB -> tensor slot
+ *
+ * The sampler holds two frames: PREV, the frame shown now, and CUR, the one just decoded. Every
+ * target before CUR's time gets PREV (the last frame at or before it); then CUR becomes PREV. At
+ * the end PREV covers the targets up to its own end (time + duration). Frames are references into
+ * the decoder's pool, so holding them copies nothing, and memory stays at a few frames plus one
+ * batch of tensors whatever the video's length.
+ *
+ * Targets are computed in the stream's time base with exact rationals, rounded down, so "pts <=
+ * target" is decided on integers the way ffprobe's pts values would decide it.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include "../engine/log.h"
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/avstring.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Read errors in a row after which the rest of the file is given up (as the probe does). */
+#define MAX_CONSECUTIVE_ERRORS 64
+/* Decoding errors in a row without a frame after which the decoder is drained and stopped. */
+#define MAX_DECODE_ERRORS 4096
+
+const float md_video_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+const float md_video_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+
+md_video_params md_video_default_params(void)
+{
+    md_video_params p = {0};
+    p.sampling = MD_VIDEO_SAMPLE_FPS;
+    p.fps = 1.0;
+    p.count = 16;
+    p.size = 224;
+    memcpy(p.mean, md_video_clip_mean, sizeof p.mean);
+    memcpy(p.std, md_video_clip_std, sizeof p.std);
+    p.batch = 16;
+    p.max_pixels = 8192LL * 8192LL;
+    return p;
+}
+
+struct md_video_decoder {
+    md_video_params p;
+    md_video_info info;
+    AVFormatContext *fmt;
+    AVCodecContext *dec;
+    int stream;
+    AVRational tb;
+    AVPacket *pkt;
+    AVPacket *held;  /* keyframe mode: the latest keyframe, not yet known to be needed */
+    int have_held;
+    int pending;     /* pkt was refused with EAGAIN and is sent again first */
+
+    AVFrame *cur, *prev;
+    int have_cur, have_prev;
+    int64_t cur_ts, prev_ts, cur_end, prev_end;
+    long long cur_serial, prev_serial, serial;
+    int64_t last_ts;
+    int have_last;
+    int64_t frame_step; /* nominal frame duration in tb, >= 1 */
+
+    int64_t origin; /* stream time of 0 ms */
+    int have_origin;
+    AVRational interval; /* seconds between _FPS targets */
+    int64_t duration;    /* ticks from origin to the end, -1 when unknown */
+    long long limit;     /* number of targets (LLONG_MAX for _FPS) */
+    long long k;         /* next target to deliver */
+    long long kp;        /* keyframe planner: first target no sent keyframe covers yet */
+    long long expected;
+    int keyframe_mode;
+
+    int input_done, flushed, decoder_done;
+    int consecutive, decode_errors;
+    int cancelled;
+    md_status failed;
+    char err[256];
+
+    md_video_prep *prep;
+    float *pixels, *cache;
+    md_video_frame *frames;
+    long long cache_serial;
+    long long delivered;
+    struct SwsContext *sws;
+    uint8_t *rgb;
+    size_t rgb_cap;
+    md_video_decode_stats stats;
+};
+
+/* ---- opening ------------------------------------------------------------------------------- */
+
+static int interrupt_cb(void *opaque)
+{
+    md_video_decoder *d = opaque;
+    if (!d->cancelled && d->p.interrupt && d->p.interrupt(d->p.interrupt_ctx))
+        d->cancelled = 1;
+    return d->cancelled;
+}
+
+static md_status open_error(int ret, int cancelled, char *err, size_t errlen)
+{
+    char reason[AV_ERROR_MAX_STRING_SIZE];
+    if (cancelled)
+        return md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+    av_strerror(ret, reason, sizeof reason);
+    if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
+        return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+    if (ret == AVERROR(EACCES) || ret == AVERROR(EPERM))
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
+    if (ret == AVERROR(EIO))
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
+    if (ret == AVERROR(ENOMEM))
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
+}
+
+/* Opens PATH as md_video_probe does (stat first, the "file" protocol only), polling OPAQUE's
+ * interrupt through interrupt_cb when D is given. *FMT is NULL on failure. */
+static md_status open_input(const char *path, md_video_decoder *d, AVFormatContext **fmt, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    AVDictionary *opts = NULL;
+    char *url = NULL;
+    char reason[AV_ERROR_MAX_STRING_SIZE];
+    *fmt = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        if (e == ENOENT || e == ENOTDIR)
+            return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+        av_strerror(AVERROR(e), reason, sizeof reason);
+        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
+    }
+    if (!S_ISREG(sb.st_mode))
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a regular file");
+    if (sb.st_size == 0)
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "empty file");
+    url = av_asprintf("file:%s", path);
+    AVFormatContext *f = avformat_alloc_context();
+    if (!url || !f || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
+        avformat_free_context(f);
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (d) {
+        f->interrupt_callback.callback = interrupt_cb;
+        f->interrupt_callback.opaque = d;
+    }
+    int ret = avformat_open_input(&f, url, NULL, &opts); /* frees f on failure */
+    if (ret < 0) {
+        st = open_error(ret, d && d->cancelled, err, errlen);
+        goto out;
+    }
+    ret = avformat_find_stream_info(f, NULL);
+    if (ret < 0 && ((d && d->cancelled) || ret == AVERROR(ENOMEM))) {
+        avformat_close_input(&f);
+        st = open_error(ret, d && d->cancelled, err, errlen);
+        goto out;
+    }
+    *fmt = f;
+out:
+    av_dict_free(&opts);
+    av_free(url);
+    return st;
+}
+
+/* The best video stream that is not cover art (ALLOW_COVER: cover art as a last resort), or a
+ * message saying why there is none. */
+static int pick_stream(AVFormatContext *fmt, int allow_cover, md_status *st, char *err, size_t errlen)
+{
+    int idx = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+    if (idx >= 0 && (fmt->streams[idx]->disposition & AV_DISPOSITION_ATTACHED_PIC)) {
+        int cover = idx;
+        idx = -1;
+        for (unsigned i = 0; i < fmt->nb_streams && idx < 0; i++) {
+            const AVStream *s = fmt->streams[i];
+            if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO && !(s->disposition & AV_DISPOSITION_ATTACHED_PIC))
+                idx = (int)i;
+        }
+        if (idx < 0 && allow_cover)
+            idx = cover;
+    }
+    if (idx >= 0)
+        return idx;
+    int n_audio = 0;
+    for (unsigned i = 0; i < fmt->nb_streams; i++)
+        n_audio += fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO;
+    if (fmt->nb_streams == 0)
+        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
+    else if (n_audio > 0)
+        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (audio only: %d audio stream%s)", n_audio,
+                               n_audio == 1 ? "" : "s");
+    else
+        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (%u streams, none of them video)",
+                               fmt->nb_streams);
+    return -1;
+}
+
+/* Size limits and a decoder for stream IDX; *DEC opened with THREADS. */
+static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels, int threads, AVCodecContext **dec,
+                            char *err, size_t errlen)
+{
+    const AVStream *vs = fmt->streams[idx];
+    const AVCodecParameters *par = vs->codecpar;
+    char reason[AV_ERROR_MAX_STRING_SIZE];
+    *dec = NULL;
+    if (par->width <= 0 || par->height <= 0 || av_image_check_size((unsigned)par->width, (unsigned)par->height, 0, NULL) < 0)
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
+                                par->height);
+    if ((long long)par->width * par->height > max_pixels)
+        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %lld pixels",
+                                par->width, par->height, max_pixels);
+    const AVCodec *codec = avcodec_find_decoder(par->codec_id);
+    if (!codec)
+        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
+                                avcodec_get_name(par->codec_id));
+    AVCodecContext *c = avcodec_alloc_context3(codec);
+    if (!c)
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    int ret = avcodec_parameters_to_context(c, par);
+    if (ret >= 0) {
+        c->pkt_timebase = vs->time_base;
+        c->thread_count = threads;
+        c->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+        ret = avcodec_open2(c, codec, NULL);
+    }
+    if (ret < 0) {
+        avcodec_free_context(&c);
+        if (ret == AVERROR(ENOMEM))
+            return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        av_strerror(ret, reason, sizeof reason);
+        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "cannot open the %s decoder: %s", codec->name, reason);
+    }
+    *dec = c;
+    return MD_OK;
+}
+
+static md_status check_params(const md_video_params *p, char *err, size_t errlen)
+{
+    if (p->sampling != MD_VIDEO_SAMPLE_FPS && p->sampling != MD_VIDEO_SAMPLE_ALL &&
+        p->sampling != MD_VIDEO_SAMPLE_COUNT)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "unknown sampling mode %d", (int)p->sampling);
+    if (p->sampling == MD_VIDEO_SAMPLE_FPS && !(p->fps > 0 && p->fps <= 1000))
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "fps must be in (0, 1000], not %g", p->fps);
+    if (p->sampling == MD_VIDEO_SAMPLE_COUNT && (p->count < 1 || p->count > 1000000))
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "count must be in [1, 1000000], not %d", p->count);
+    if (p->size < 1 || p->size > MD_VIDEO_MAX_SIZE)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
+                                p->size);
+    if (p->threads < 0 || p->threads > 64)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "threads must be in [0, 64], not %d", p->threads);
+    if (p->batch < 1 || p->batch > 1024)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "batch must be in [1, 1024], not %d", p->batch);
+    if (p->max_pixels < 1)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "max_pixels must be positive");
+    for (int c = 0; c < 3; c++)
+        if (!(p->std[c] > 0) || p->mean[c] != p->mean[c])
+            return md_video_set_err(err, errlen, MD_ERR_INVALID, "std must be > 0 and mean a number");
+    return MD_OK;
+}
+
+/* What the headers say, in md_video_info's terms (the scan-only fields stay 0). */
+static void header_info(const AVFormatContext *fmt, int idx, md_video_info *info, long long size)
+{
+    const AVStream *vs = fmt->streams[idx];
+    memset(info, 0, sizeof *info);
+    info->duration_ms = -1;
+    info->width = vs->codecpar->width;
+    info->height = vs->codecpar->height;
+    if (vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0)
+        info->fps = av_q2d(vs->avg_frame_rate);
+    info->rotation = md_video_stream_rotation(vs);
+    av_strlcpy(info->codec, avcodec_get_name(vs->codecpar->codec_id), sizeof info->codec);
+    av_strlcpy(info->format, fmt->iformat->name, sizeof info->format);
+    info->n_streams = (int)fmt->nb_streams;
+    for (unsigned i = 0; i < fmt->nb_streams; i++) {
+        const AVStream *s = fmt->streams[i];
+        if (s->codecpar->codec_type == AVMEDIA_TYPE_VIDEO && !(s->disposition & AV_DISPOSITION_ATTACHED_PIC))
+            info->n_video_streams++;
+        else if (s->codecpar->codec_type == AVMEDIA_TYPE_AUDIO)
+            info->n_audio_streams++;
+    }
+    info->stream_index = idx;
+    if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
+        info->duration_ms = (long long)av_rescale(fmt->duration, 1000, AV_TIME_BASE);
+    else if (vs->duration != AV_NOPTS_VALUE && vs->duration > 0)
+        info->duration_ms = (long long)av_rescale_q(vs->duration, vs->time_base, (AVRational){1, 1000});
+    info->size_bytes = size;
+}
+
+static int is_still_image(const AVFormatContext *fmt)
+{
+    const char *name = fmt->iformat->name;
+    size_t n = strlen(name);
+    return strcmp(name, "image2") == 0 || (n > 5 && strcmp(name + n - 5, "_pipe") == 0);
+}
+
+/* Stream time of target K (from the origin), rounded down to a tick. */
+static int64_t target_rel(const md_video_decoder *d, long long k)
+{
+    if (d->p.sampling == MD_VIDEO_SAMPLE_FPS)
+        return av_rescale_rnd(k, (int64_t)d->interval.num * d->tb.den, (int64_t)d->interval.den * d->tb.num,
+                              AV_ROUND_DOWN);
+    return av_rescale_rnd(2 * (int64_t)k + 1, d->duration, 2 * (int64_t)d->p.count, AV_ROUND_DOWN);
+}
+
+static int64_t target_abs(const md_video_decoder *d, long long k)
+{
+    return d->origin + target_rel(d, k);
+}
+
+/* The video's length in stream ticks from the origin: the stream's own duration, else the
+ * container's less the stream's offset in it, else the probe's; -1 when none is known. */
+static int64_t video_duration(const md_video_decoder *d)
+{
+    const AVStream *vs = d->fmt->streams[d->stream];
+    if (vs->duration != AV_NOPTS_VALUE && vs->duration > 0)
+        return vs->duration;
+    if (d->fmt->duration != AV_NOPTS_VALUE && d->fmt->duration > 0) {
+        int64_t dur = av_rescale_q(d->fmt->duration, AV_TIME_BASE_Q, d->tb);
+        if (d->fmt->start_time != AV_NOPTS_VALUE && vs->start_time != AV_NOPTS_VALUE) {
+            int64_t off = vs->start_time - av_rescale_q(d->fmt->start_time, AV_TIME_BASE_Q, d->tb);
+            if (off > 0 && off < dur)
+                dur -= off;
+        }
+        return dur;
+    }
+    if (d->info.duration_ms > 0)
+        return av_rescale_q(d->info.duration_ms, (AVRational){1, 1000}, d->tb);
+    return -1;
+}
+
+static long long expected_frames(const md_video_decoder *d)
+{
+    switch (d->p.sampling) {
+    case MD_VIDEO_SAMPLE_COUNT:
+        return d->p.count;
+    case MD_VIDEO_SAMPLE_FPS:
+        if (d->duration < 0)
+            return -1;
+        /* Targets k >= 0 with floor(k * interval) < duration: ceil(duration / interval), and a
+         * video that has a frame has at least one. */
+        return FFMAX(1, av_rescale_rnd(d->duration, (int64_t)d->interval.den * d->tb.num,
+                                       (int64_t)d->interval.num * d->tb.den, AV_ROUND_UP));
+    case MD_VIDEO_SAMPLE_ALL:
+    default: {
+        const AVStream *vs = d->fmt->streams[d->stream];
+        if (d->info.n_video_packets > 0)
+            return d->info.n_video_packets;
+        if (vs->nb_frames > 0)
+            return vs->nb_frames;
+        if (d->duration > 0 && vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0)
+            return FFMAX(1, av_rescale_q(d->duration, d->tb, av_inv_q(vs->avg_frame_rate)));
+        return -1;
+    }
+    }
+}
+
+void md_video_decoder_close(md_video_decoder *d)
+{
+    if (!d)
+        return;
+    av_packet_free(&d->pkt);
+    av_packet_free(&d->held);
+    av_frame_free(&d->cur);
+    av_frame_free(&d->prev);
+    avcodec_free_context(&d->dec);
+    avformat_close_input(&d->fmt);
+    sws_freeContext(d->sws);
+    md_video_prep_free(d->prep);
+    free(d->pixels);
+    free(d->cache);
+    free(d->frames);
+    free(d->rgb);
+    free(d);
+}
+
+md_status md_video_decoder_open(const char *path, const md_video_params *params, const md_video_info *probed,
+                                md_video_decoder **out, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    md_video_decoder *d = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and out are required", __func__);
+    md_video_params p = params ? *params : md_video_default_params();
+    if ((st = check_params(&p, err, errlen)) != MD_OK)
+        return st;
+    d = calloc(1, sizeof *d);
+    if (!d)
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    d->p = p;
+    d->stream = -1;
+    if ((st = open_input(path, d, &d->fmt, err, errlen)) != MD_OK)
+        goto out;
+    if ((d->stream = pick_stream(d->fmt, 0, &st, err, errlen)) < 0)
+        goto out;
+    const AVStream *vs = d->fmt->streams[d->stream];
+    d->tb = vs->time_base;
+    if (d->tb.num <= 0 || d->tb.den <= 0) {
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video stream has an invalid time base");
+        goto out;
+    }
+    if (is_still_image(d->fmt)) {
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video",
+                              avcodec_get_name(vs->codecpar->codec_id));
+        goto out;
+    }
+    if ((st = open_codec(d->fmt, d->stream, p.max_pixels, p.threads, &d->dec, err, errlen)) != MD_OK)
+        goto out;
+
+    struct stat sb;
+    header_info(d->fmt, d->stream, &d->info, stat(path, &sb) == 0 ? (long long)sb.st_size : 0);
+    if (probed) {
+        d->info = *probed;
+    } else {
+        /* The scan is needed for a length the headers lack, and for keyframe mode's count. */
+        int need_scan = (vs->duration == AV_NOPTS_VALUE || vs->duration <= 0) &&
+                        (d->fmt->duration == AV_NOPTS_VALUE || d->fmt->duration <= 0);
+        if (need_scan || (p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL)) {
+            md_video_info scanned;
+            if ((st = md_video_probe(path, &scanned, NULL, NULL, err, errlen)) != MD_OK)
+                goto out;
+            d->info = scanned;
+        }
+    }
+
+    d->origin = vs->start_time;
+    d->have_origin = vs->start_time != AV_NOPTS_VALUE;
+    if (!d->have_origin)
+        d->origin = 0;
+    AVRational rate = vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
+    d->frame_step = rate.num > 0 && rate.den > 0 ? av_rescale_q(1, av_inv_q(rate), d->tb) : 0;
+    if (d->frame_step < 1)
+        d->frame_step = 1;
+    AVRational fq = av_d2q(p.fps, 1000000);
+    d->interval = (AVRational){fq.den, fq.num};
+    if (p.sampling == MD_VIDEO_SAMPLE_FPS && (fq.num <= 0 || fq.den <= 0)) {
+        st = md_video_set_err(err, errlen, MD_ERR_INVALID, "fps %g cannot be used", p.fps);
+        goto out;
+    }
+    d->duration = video_duration(d);
+    if (p.sampling == MD_VIDEO_SAMPLE_COUNT && d->duration <= 0) {
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "duration unknown: cannot spread %d frames over the video",
+                              p.count);
+        goto out;
+    }
+    d->limit = p.sampling == MD_VIDEO_SAMPLE_COUNT ? p.count : LLONG_MAX;
+    d->expected = expected_frames(d);
+    d->keyframe_mode = p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL && d->expected > 0 &&
+                       d->info.n_keyframes >= d->expected;
+
+    size_t plane3 = 3 * (size_t)p.size * (size_t)p.size;
+    d->pkt = av_packet_alloc();
+    d->held = av_packet_alloc();
+    d->cur = av_frame_alloc();
+    d->prev = av_frame_alloc();
+    d->prep = md_video_prep_new(p.size, p.mean, p.std);
+    d->pixels = malloc(sizeof(float) * plane3 * (size_t)p.batch);
+    d->cache = malloc(sizeof(float) * plane3);
+    d->frames = calloc((size_t)p.batch, sizeof *d->frames);
+    if (!d->pkt || !d->held || !d->cur || !d->prev || !d->prep || !d->pixels || !d->cache || !d->frames) {
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    d->cache_serial = -1;
+    *out = d;
+    d = NULL;
+out:
+    md_video_decoder_close(d);
+    return st;
+}
+
+const md_video_info *md_video_decoder_info(const md_video_decoder *d)
+{
+    return &d->info;
+}
+
+long long md_video_decoder_expected(const md_video_decoder *d)
+{
+    return d->expected;
+}
+
+int md_video_decoder_keyframe_mode(const md_video_decoder *d)
+{
+    return d->keyframe_mode;
+}
+
+void md_video_decoder_stats(const md_video_decoder *d, md_video_decode_stats *stats)
+{
+    *stats = d->stats;
+}
+
+const char *md_video_decoder_error(const md_video_decoder *d)
+{
+    return d->err;
+}
+
+/* ---- decoding ------------------------------------------------------------------------------ */
+
+static md_status fail(md_video_decoder *d, md_status st, const char *msg)
+{
+    d->failed = st;
+    av_strlcpy(d->err, msg, sizeof d->err);
+    return st;
+}
+
+/* Sends PKT (NULL to drain). Damaged packets are counted, not fatal. */
+static md_status send(md_video_decoder *d, const AVPacket *pkt)
+{
+    int ret = avcodec_send_packet(d->dec, pkt);
+    if (ret == AVERROR(EAGAIN)) {
+        d->pending = 1; /* only possible for d->pkt: the decoder wants frames taken out first */
+        return MD_OK;
+    }
+    if (ret == AVERROR(ENOMEM))
+        return fail(d, MD_ERR_NOMEM, "out of memory");
+    if (ret < 0 && ret != AVERROR_EOF)
+        d->stats.skipped_packets++;
+    return MD_OK;
+}
+
+/* Keyframe mode: decides what to do with key packet d->pkt. Keyframe K is needed when some
+ * target lies between it and the next keyframe (or before it, for the first one), which is known
+ * once the next keyframe shows up: so the latest one is held, and sent when the next proves it
+ * needed. Returns 1 when d->held was moved to d->pkt to be sent now. */
+static int plan_keyframe(md_video_decoder *d)
+{
+    int64_t p = d->pkt->pts != AV_NOPTS_VALUE ? d->pkt->pts : d->pkt->dts;
+    if (p == AV_NOPTS_VALUE)
+        return 1; /* no time to plan with: decode it */
+    if (!d->have_origin) {
+        d->origin = p;
+        d->have_origin = 1;
+    }
+    if (!d->have_held) {
+        av_packet_move_ref(d->held, d->pkt);
+        d->have_held = 1;
+        return 0;
+    }
+    int needed = d->kp < d->limit && target_abs(d, d->kp) < p;
+    while (d->kp < d->limit && target_abs(d, d->kp) < p)
+        d->kp++;
+    /* Swap: the new keyframe is held, the old one goes out (or is dropped) through d->pkt. */
+    AVPacket *t = d->held;
+    d->held = d->pkt;
+    d->pkt = t;
+    if (needed)
+        return 1;
+    av_packet_unref(d->pkt);
+    return 0;
+}
+
+/* Feeds the decoder one packet (or the drain). */
+static md_status feed(md_video_decoder *d)
+{
+    md_status st;
+    if (d->pending) {
+        d->pending = 0;
+        st = send(d, d->pkt);
+        if (!d->pending)
+            av_packet_unref(d->pkt);
+        return st;
+    }
+    for (;;) {
+        if (d->input_done) {
+            if (d->have_held) {
+                d->have_held = 0;
+                av_packet_move_ref(d->pkt, d->held);
+                st = send(d, d->pkt);
+                if (!d->pending)
+                    av_packet_unref(d->pkt);
+                return st;
+            }
+            d->flushed = 1;
+            return send(d, NULL);
+        }
+        int ret = av_read_frame(d->fmt, d->pkt);
+        if (d->cancelled)
+            return fail(d, MD_ERR_CANCELLED, "cancelled");
+        if (ret == AVERROR_EOF) {
+            d->input_done = 1;
+            continue;
+        }
+        if (ret == AVERROR(ENOMEM))
+            return fail(d, MD_ERR_NOMEM, "out of memory");
+        if (ret < 0) {
+            if (ret != AVERROR(EAGAIN))
+                d->stats.skipped_packets++;
+            if (++d->consecutive >= MAX_CONSECUTIVE_ERRORS)
+                d->input_done = 1;
+            continue;
+        }
+        d->consecutive = 0;
+        if (d->pkt->stream_index != d->stream) {
+            av_packet_unref(d->pkt);
+            continue;
+        }
+        d->stats.packets++;
+        if (d->pkt->flags & AV_PKT_FLAG_KEY)
+            d->stats.keyframes++;
+        if (d->pkt->flags & AV_PKT_FLAG_CORRUPT)
+            d->stats.corrupt_packets++;
+        if (d->keyframe_mode) {
+            if (!(d->pkt->flags & AV_PKT_FLAG_KEY) || !plan_keyframe(d)) {
+                av_packet_unref(d->pkt);
+                continue;
+            }
+        }
+        st = send(d, d->pkt);
+        if (!d->pending)
+            av_packet_unref(d->pkt);
+        return st;
+    }
+}
+
+static int64_t frame_duration(const AVFrame *f)
+{
+#if LIBAVUTIL_VERSION_INT >= AV_VERSION_INT(57, 30, 100)
+    return f->duration;
+#else
+    return f->pkt_duration;
+#endif
+}
+
+/* Decodes until d->cur holds a new frame (d->have_cur) or the decoder is drained. */
+static md_status pump(md_video_decoder *d)
+{
+    for (;;) {
+        if (interrupt_cb(d))
+            return fail(d, MD_ERR_CANCELLED, "cancelled");
+        int ret = avcodec_receive_frame(d->dec, d->cur);
+        if (ret >= 0) {
+            d->decode_errors = 0;
+            d->stats.frames_decoded++;
+            if (d->cur->decode_error_flags || (d->cur->flags & AV_FRAME_FLAG_CORRUPT))
+                d->stats.corrupt_frames++;
+            if ((long long)d->cur->width * d->cur->height > d->p.max_pixels || d->cur->width <= 0 ||
+                d->cur->height <= 0) {
+                d->stats.frames_refused++;
+                av_frame_unref(d->cur);
+                continue;
+            }
+            int64_t ts = d->cur->best_effort_timestamp;
+            if (ts == AV_NOPTS_VALUE)
+                ts = d->have_last ? d->last_ts + d->frame_step : d->origin;
+            if (d->have_last && ts < d->last_ts)
+                ts = d->last_ts; /* keep presentation order monotonic on broken timestamps */
+            if (!d->have_origin) {
+                d->origin = ts;
+                d->have_origin = 1;
+            }
+            int64_t dur = frame_duration(d->cur);
+            d->last_ts = ts;
+            d->have_last = 1;
+            d->cur_ts = ts;
+            d->cur_end = ts + (dur > 0 && dur < INT64_MAX / 4 ? dur : d->frame_step);
+            d->cur_serial = d->serial++;
+            d->have_cur = 1;
+            return MD_OK;
+        }
+        if (ret == AVERROR_EOF) {
+            d->decoder_done = 1;
+            return MD_OK;
+        }
+        if (ret == AVERROR(ENOMEM))
+            return fail(d, MD_ERR_NOMEM, "out of memory");
+        if (ret != AVERROR(EAGAIN)) {
+            d->stats.skipped_packets++;
+            if (++d->decode_errors >= MAX_DECODE_ERRORS) {
+                d->decoder_done = 1;
+                return MD_OK;
+            }
+            continue;
+        }
+        if (d->flushed) { /* EAGAIN after the drain: nothing more will come */
+            d->decoder_done = 1;
+            return MD_OK;
+        }
+        md_status st = feed(d);
+        if (st != MD_OK)
+            return st;
+    }
+}
+
+static int sws_colorspace(const AVFrame *f)
+{
+    switch (f->colorspace) {
+    case AVCOL_SPC_BT709:
+        return SWS_CS_ITU709;
+    case AVCOL_SPC_FCC:
+        return SWS_CS_FCC;
+    case AVCOL_SPC_SMPTE240M:
+        return SWS_CS_SMPTE240M;
+    case AVCOL_SPC_BT2020_NCL:
+    case AVCOL_SPC_BT2020_CL:
+        return SWS_CS_BT2020;
+    default:
+        return SWS_CS_DEFAULT; /* BT.601, also FFmpeg's choice for untagged video */
+    }
+}
+
+/* Converts F to packed RGB24 (RGBA composited onto white when F has alpha), as FFmpeg's scale
+ * filter would: the frame's own colour matrix and range. *RGB is borrowed (F's data or the
+ * decoder's buffer). */
+static md_status frame_rgb(struct SwsContext **sws, uint8_t **buf, size_t *cap, md_video_prep *prep, const AVFrame *f,
+                           const uint8_t **rgb, ptrdiff_t *stride)
+{
+    if (f->format == AV_PIX_FMT_RGB24 && f->linesize[0] > 0) {
+        *rgb = f->data[0];
+        *stride = f->linesize[0];
+        return MD_OK;
+    }
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get((enum AVPixelFormat)f->format);
+    if (!desc || (desc->flags & AV_PIX_FMT_FLAG_HWACCEL))
+        return MD_ERR_UNSUPPORTED;
+    int alpha = (desc->flags & AV_PIX_FMT_FLAG_ALPHA) != 0;
+    enum AVPixelFormat dst = alpha ? AV_PIX_FMT_RGBA : AV_PIX_FMT_RGB24;
+    int w = f->width, h = f->height;
+    /* The flags and colour handling of the ffmpeg CLI's own conversion (-pix_fmt rgb24), so our
+     * RGB frames are the ones users get from it. */
+    *sws = sws_getCachedContext(*sws, w, h, (enum AVPixelFormat)f->format, w, h, dst, SWS_BICUBIC, NULL, NULL, NULL);
+    if (!*sws)
+        return MD_ERR_UNSUPPORTED;
+    if (!(desc->flags & AV_PIX_FMT_FLAG_RGB) && desc->nb_components >= 3) {
+        const int *inv, *table;
+        int src_range, dst_range, brightness, contrast, saturation;
+        if (sws_getColorspaceDetails(*sws, (int **)&inv, &src_range, (int **)&table, &dst_range, &brightness, &contrast,
+                                     &saturation) >= 0) {
+            int full = f->color_range != AVCOL_RANGE_UNSPECIFIED ? f->color_range == AVCOL_RANGE_JPEG : src_range;
+            const int *coef = sws_getCoefficients(sws_colorspace(f));
+            sws_setColorspaceDetails(*sws, coef, full, coef, dst_range, brightness, contrast, saturation);
+        }
+    }
+    int ls = FFALIGN(w * (alpha ? 4 : 3), 64);
+    size_t need = (size_t)ls * (size_t)h + 64;
+    if (need > *cap) {
+        uint8_t *nb = realloc(*buf, need);
+        if (!nb)
+            return MD_ERR_NOMEM;
+        *buf = nb;
+        *cap = need;
+    }
+    uint8_t *dst_data[4] = {*buf, NULL, NULL, NULL};
+    int dst_ls[4] = {ls, 0, 0, 0};
+    if (sws_scale(*sws, (const uint8_t *const *)f->data, f->linesize, 0, h, dst_data, dst_ls) != h)
+        return MD_ERR_MEDIA;
+    if (alpha)
+        return md_video_prep_flatten(prep, *buf, w, h, ls, rgb, stride);
+    *rgb = *buf;
+    *stride = ls;
+    return MD_OK;
+}
+
+/* Preprocesses F (or copies the cached tensor when it was the last one done) into slot N and
+ * records its times. */
+static md_status deliver(md_video_decoder *d, const AVFrame *f, long long serial, int64_t ts, int64_t target, int n)
+{
+    size_t plane3 = 3 * (size_t)d->p.size * (size_t)d->p.size;
+    float *out = d->pixels + plane3 * (size_t)n;
+    if (serial == d->cache_serial) {
+        memcpy(out, d->cache, sizeof(float) * plane3);
+    } else {
+        const uint8_t *rgb;
+        ptrdiff_t stride;
+        md_status st = frame_rgb(&d->sws, &d->rgb, &d->rgb_cap, d->prep, f, &rgb, &stride);
+        if (st == MD_OK)
+            st = md_video_prep_run(d->prep, rgb, f->width, f->height, stride, d->info.rotation, out);
+        if (st == MD_ERR_NOMEM)
+            return fail(d, st, "out of memory");
+        if (st != MD_OK) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "cannot convert a %dx%d %s frame to RGB", f->width, f->height,
+                     av_get_pix_fmt_name((enum AVPixelFormat)f->format) ? av_get_pix_fmt_name(f->format) : "?");
+            return fail(d, MD_ERR_UNSUPPORTED, msg);
+        }
+        if (d->p.sampling != MD_VIDEO_SAMPLE_ALL) {
+            memcpy(d->cache, out, sizeof(float) * plane3);
+            d->cache_serial = serial;
+        }
+    }
+    AVRational ms = {1, 1000};
+    d->frames[n].ts_ms = av_rescale_q_rnd(ts - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
+    d->frames[n].target_ms = av_rescale_q_rnd(target - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
+    d->frames[n].keyframe_only = d->keyframe_mode;
+    d->stats.frames_delivered++;
+    return MD_OK;
+}
+
+/* At the end PREV covers the targets before its own end, but not past the stated duration. */
+static int64_t prev_cover_end(const md_video_decoder *d)
+{
+    int64_t end = d->prev_end;
+    if (d->duration > 0 && end - d->origin > d->duration)
+        end = FFMAX(d->origin + d->duration, d->prev_ts + 1);
+    return end;
+}
+
+md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
+{
+    memset(b, 0, sizeof *b);
+    if (!d)
+        return MD_ERR_INVALID;
+    b->size = d->p.size;
+    b->pixels = d->pixels;
+    b->frames = d->frames;
+    b->first_index = d->delivered;
+    if (d->failed)
+        return d->failed;
+    const int all = d->p.sampling == MD_VIDEO_SAMPLE_ALL;
+    int n = 0;
+    md_status st = MD_OK;
+    while (n < d->p.batch && st == MD_OK) {
+        if (d->have_cur) {
+            if (all) {
+                st = deliver(d, d->cur, d->cur_serial, d->cur_ts, d->cur_ts, n++);
+                av_frame_unref(d->cur);
+                d->have_cur = 0;
+                continue;
+            }
+            if (d->k < d->limit && target_abs(d, d->k) < d->cur_ts) {
+                /* Before the first frame nothing is shown; the first frame stands in. */
+                if (d->have_prev)
+                    st = deliver(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k), n++);
+                else
+                    st = deliver(d, d->cur, d->cur_serial, d->cur_ts, target_abs(d, d->k), n++);
+                d->k++;
+                continue;
+            }
+            av_frame_unref(d->prev);
+            av_frame_move_ref(d->prev, d->cur);
+            d->prev_ts = d->cur_ts;
+            d->prev_end = d->cur_end;
+            d->prev_serial = d->cur_serial;
+            d->have_prev = 1;
+            d->have_cur = 0;
+            continue;
+        }
+        if (d->decoder_done) {
+            if (!all && d->have_prev && d->k < d->limit && target_abs(d, d->k) < prev_cover_end(d)) {
+                st = deliver(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k), n++);
+                d->k++;
+                continue;
+            }
+            break;
+        }
+        st = pump(d);
+    }
+    if (st != MD_OK) {
+        b->n = 0;
+        return st;
+    }
+    d->delivered += n;
+    b->n = n;
+    if (n == 0 && d->delivered == 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no decodable frames (%lld packets read, %lld damaged packets skipped)",
+                 d->stats.packets, d->stats.skipped_packets);
+        return fail(d, MD_ERR_MEDIA, msg);
+    }
+    if (n == 0) {
+        /* Done: let the decoder's frames go now rather than at close. */
+        av_frame_unref(d->prev);
+        d->have_prev = 0;
+    }
+    return MD_OK;
+}
+
+/* ---- single pictures ----------------------------------------------------------------------- */
+
+md_status md_video_load_image(const char *path, int size, const float mean[3], const float std[3], float *out_chw,
+                              char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    AVFormatContext *fmt = NULL;
+    AVCodecContext *dec = NULL;
+    AVPacket *pkt = NULL;
+    AVFrame *frame = NULL;
+    md_video_prep *prep = NULL;
+    struct SwsContext *sws = NULL;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    if (err && errlen)
+        err[0] = '\0';
+    if (!path || !out_chw)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and out_chw are required", __func__);
+    if (size < 1 || size > MD_VIDEO_MAX_SIZE)
+        return md_video_set_err(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
+                                size);
+    for (int c = 0; std && c < 3; c++)
+        if (!(std[c] > 0))
+            return md_video_set_err(err, errlen, MD_ERR_INVALID, "std must be > 0");
+    if ((st = open_input(path, NULL, &fmt, err, errlen)) != MD_OK)
+        goto out;
+    int idx = pick_stream(fmt, 1, &st, err, errlen);
+    if (idx < 0)
+        goto out;
+    if ((st = open_codec(fmt, idx, md_video_default_params().max_pixels, 1, &dec, err, errlen)) != MD_OK)
+        goto out;
+    pkt = av_packet_alloc();
+    frame = av_frame_alloc();
+    prep = md_video_prep_new(size, mean, std);
+    if (!pkt || !frame || !prep) {
+        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    int got = 0, flushed = 0, errors = 0;
+    while (!got) {
+        int ret = avcodec_receive_frame(dec, frame);
+        if (ret >= 0) {
+            got = 1;
+            break;
+        }
+        if (ret == AVERROR_EOF || (ret == AVERROR(EAGAIN) && flushed))
+            break;
+        if (ret != AVERROR(EAGAIN) && ++errors > MAX_CONSECUTIVE_ERRORS)
+            break;
+        if (ret != AVERROR(EAGAIN))
+            continue;
+        for (;;) {
+            ret = av_read_frame(fmt, pkt);
+            if (ret == AVERROR(ENOMEM)) {
+                st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            if (ret < 0 && ret != AVERROR_EOF && ++errors <= MAX_CONSECUTIVE_ERRORS)
+                continue;
+            if (ret < 0) {
+                avcodec_send_packet(dec, NULL);
+                flushed = 1;
+                break;
+            }
+            if (pkt->stream_index != idx) {
+                av_packet_unref(pkt);
+                continue;
+            }
+            avcodec_send_packet(dec, pkt); /* a damaged packet just yields no frame */
+            av_packet_unref(pkt);
+            break;
+        }
+    }
+    if (!got) {
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no decodable frame");
+        goto out;
+    }
+    if ((long long)frame->width * frame->height > md_video_default_params().max_pixels) {
+        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "picture dimensions %dx%d are too large", frame->width,
+                              frame->height);
+        goto out;
+    }
+    const uint8_t *rgb;
+    ptrdiff_t stride;
+    st = frame_rgb(&sws, &buf, &cap, prep, frame, &rgb, &stride);
+    if (st == MD_OK)
+        st = md_video_prep_run(prep, rgb, frame->width, frame->height, stride,
+                               md_video_stream_rotation(fmt->streams[idx]), out_chw);
+    if (st != MD_OK)
+        md_video_set_err(err, errlen, st, "cannot convert a %dx%d %s picture", frame->width, frame->height,
+                         av_get_pix_fmt_name((enum AVPixelFormat)frame->format) ? av_get_pix_fmt_name(frame->format)
+                                                                                 : "?");
+out:
+    sws_freeContext(sws);
+    free(buf);
+    md_video_prep_free(prep);
+    av_frame_free(&frame);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    avformat_close_input(&fmt);
+    if (st != MD_OK && err && errlen && !err[0])
+        md_video_set_err(err, errlen, st, "%s", md_status_str(st));
+    return st;
+}
