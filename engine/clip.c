@@ -1,0 +1,749 @@
+/* clip.c - CLIP checkpoint loading (config.json + model.safetensors + tokenizer) and the vision
+ * and text towers, following transformers' models/clip/modeling_clip.py:
+ *
+ *   vision: patches (im2col) . patch_embedding^T -> [CLS | patches] + position_embedding
+ *           -> pre_layrnorm -> L x encoder layer -> post_layernorm -> visual_projection
+ *   text:   token_embedding[ids] + position_embedding -> L x encoder layer (causal)
+ *           -> final_layer_norm -> the row at the EOS position -> text_projection
+ *   encoder layer: x += out_proj(attn(layer_norm1(x))); x += fc2(act(fc1(layer_norm2(x))))
+ *
+ * The weights live in one F32 block (llm.c style) laid out per tower; q, k and v of a layer are
+ * stored next to each other so that one matrix product computes all three. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cJSON.h"
+#include "clip.h"
+#include "log.h"
+#include "safetensors.h"
+#include "sha256.h"
+#include "tokenizer.h"
+
+/* Scratch memory one md_clip_embed_images call may use; more images are done in chunks. */
+#define SCRATCH_BUDGET ((size_t)256 << 20)
+#define MAX_CONFIG_BYTES (4u << 20)
+
+typedef struct layer_w {
+    float *ln1_g, *ln1_b, *qkv_w, *qkv_b, *o_w, *o_b, *ln2_g, *ln2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} layer_w;
+
+typedef struct tower_cfg {
+    int hidden, inter, layers, heads;
+    md_op act;
+    char act_name[32];
+    float eps;
+    /* text */
+    int vocab, max_pos, bos, eos, pad;
+    /* vision */
+    int image, patch, channels;
+} tower_cfg;
+
+typedef struct tower {
+    tower_cfg c;
+    layer_w *l;
+    float *pos;              /* [positions, hidden] */
+    float *tok;              /* text: token_embedding [vocab, hidden] */
+    float *patch_w, *cls;    /* vision: [hidden, 3 * patch * patch], [hidden] */
+    float *pre_g, *pre_b;    /* vision: pre_layrnorm */
+    float *fin_g, *fin_b;    /* post_layernorm (vision) / final_layer_norm (text) */
+    float *proj;             /* [projection_dim, hidden] */
+} tower;
+
+struct md_clip {
+    const md_backend_i *be;
+    tower v, t;
+    int dim;         /* projection_dim */
+    int grid;        /* patches per side */
+    int ctx;         /* longest token sequence: min(max_position_embeddings, 77) */
+    int demo;
+    int max_batch;   /* 0: by SCRATCH_BUDGET */
+    float *block;    /* every weight */
+    size_t block_floats;
+    md_tokenizer *tok;
+    char sha[65];
+    char desc[256];
+};
+
+static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------------- config.json */
+
+typedef struct cfg_ctx {
+    const char *where; /* "text_config" etc., for messages */
+    char *err;
+    size_t errlen;
+} cfg_ctx;
+
+/* An integer V in [LO, HI] (the value in *OUT on success). */
+static md_status cfg_num(const cfg_ctx *c, const cJSON *v, const char *key, long lo, long hi, int *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
+        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s is not an integer", c->where, key);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s = %.0f is out of range [%ld, %ld]",
+                    c->where, key, v->valuedouble, lo, hi);
+    *out = (int)v->valuedouble;
+    return MD_OK;
+}
+
+/* An integer KEY of OBJ in [LO, HI]; absent or null keeps *OUT (the default). */
+static md_status cfg_int(const cfg_ctx *c, const cJSON *obj, const char *key, long lo, long hi, int *out)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (!v || cJSON_IsNull(v))
+        return MD_OK;
+    return cfg_num(c, v, key, lo, hi, out);
+}
+
+/* image_size / patch_size may also be written [h, w]; only square ones are supported. */
+static md_status cfg_side(const cfg_ctx *c, const cJSON *obj, const char *key, int *out)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    if (!cJSON_IsArray(v))
+        return cfg_int(c, obj, key, 1, 8192, out);
+    int h = 0, w = 0;
+    md_status st;
+    if (cJSON_GetArraySize(v) != 2)
+        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s must be an integer or [h, w]", c->where,
+                    key);
+    if ((st = cfg_num(c, cJSON_GetArrayItem(v, 0), key, 1, 8192, &h)) ||
+        (st = cfg_num(c, cJSON_GetArrayItem(v, 1), key, 1, 8192, &w)))
+        return st;
+    if (h != w)
+        return fail(c->err, c->errlen, MD_ERR_UNSUPPORTED, "config.json: %s.%s: only square sizes are supported",
+                    c->where, key);
+    *out = h;
+    return MD_OK;
+}
+
+static md_status cfg_act(const cfg_ctx *c, const cJSON *obj, tower_cfg *t)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "hidden_act") : NULL;
+    if (v && !cJSON_IsNull(v)) {
+        if (!cJSON_IsString(v))
+            return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.hidden_act is not a string", c->where);
+        snprintf(t->act_name, sizeof t->act_name, "%s", v->valuestring);
+    }
+    const char *a = t->act_name;
+    if (strcmp(a, "quick_gelu") == 0)
+        t->act = MD_OP_QUICK_GELU;
+    else if (strcmp(a, "gelu") == 0)
+        t->act = MD_OP_GELU;
+    else if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0 || strcmp(a, "gelu_fast") == 0)
+        t->act = MD_OP_GELU_TANH;
+    else
+        return fail(c->err, c->errlen, MD_ERR_UNSUPPORTED,
+                    "config.json: %s.hidden_act \"%.40s\" is not supported (quick_gelu, gelu, gelu_new, "
+                    "gelu_pytorch_tanh, gelu_fast)",
+                    c->where, a);
+    return MD_OK;
+}
+
+static md_status cfg_eps(const cfg_ctx *c, const cJSON *obj, float *eps)
+{
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "layer_norm_eps") : NULL;
+    if (!v || cJSON_IsNull(v))
+        return MD_OK;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
+        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.layer_norm_eps must be a number in (0, 1]",
+                    c->where);
+    *eps = (float)v->valuedouble;
+    return MD_OK;
+}
+
+/* The settings shared by both towers. */
+static md_status cfg_common(const cfg_ctx *c, const cJSON *o, tower_cfg *t)
+{
+    md_status st;
+    if ((st = cfg_int(c, o, "hidden_size", 1, 16384, &t->hidden)) || (st = cfg_int(c, o, "intermediate_size", 1, 65536, &t->inter)) ||
+        (st = cfg_int(c, o, "num_hidden_layers", 0, 256, &t->layers)) ||
+        (st = cfg_int(c, o, "num_attention_heads", 1, 1024, &t->heads)) || (st = cfg_act(c, o, t)) ||
+        (st = cfg_eps(c, o, &t->eps)))
+        return st;
+    if (t->hidden % t->heads)
+        return fail(c->err, c->errlen, MD_ERR_INVALID,
+                    "config.json: %s: hidden_size %d is not a multiple of num_attention_heads %d", c->where, t->hidden,
+                    t->heads);
+    return MD_OK;
+}
+
+/* transformers builds a tower's config from its defaults plus text_config_dict (vision_config_dict)
+ * when that key holds an object, else plus text_config (vision_config): CLIPConfig.__post_init__
+ * overwrites text_config with the whole defaulted *_config_dict. */
+static const cJSON *tower_obj(const cJSON *root, const char *name, const char **where)
+{
+    char k[64];
+    snprintf(k, sizeof k, "%s_dict", name);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, k);
+    if (cJSON_IsObject(d)) {
+        *where = name[0] == 't' ? "text_config_dict" : "vision_config_dict";
+        return d;
+    }
+    *where = name;
+    return cJSON_GetObjectItemCaseSensitive(root, name);
+}
+
+static md_status parse_config(const char *path, md_clip *m, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    char *buf = NULL;
+    cJSON *root = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
+    buf = malloc(MAX_CONFIG_BYTES + 1);
+    if (!buf) {
+        st = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t n = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
+    if (ferror(f)) {
+        st = fail(err, errlen, MD_ERR_IO, "%s: read error", path);
+        goto out;
+    }
+    if (n > MAX_CONFIG_BYTES) {
+        st = fail(err, errlen, MD_ERR_INVALID, "%s: larger than 4 MiB: not a model config", path);
+        goto out;
+    }
+    const char *endp = NULL;
+    root = cJSON_ParseWithLengthOpts(buf, n, &endp, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        st = fail(err, errlen, MD_ERR_INVALID, "%s: not a JSON object (syntax error near byte %ld)", path,
+                  endp ? (long)(endp - buf) : -1L);
+        goto out;
+    }
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (cJSON_IsString(mt) && strcmp(mt->valuestring, "clip") != 0) {
+        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "%s: model_type \"%.40s\" is not a CLIP model (\"clip\")", path,
+                  mt->valuestring);
+        goto out;
+    }
+    m->demo = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "momentd_demo"));
+
+    tower_cfg *t = &m->t.c, *v = &m->v.c;
+    *t = (tower_cfg){.hidden = 512, .inter = 2048, .layers = 12, .heads = 8, .act_name = "quick_gelu",
+                     .eps = 1e-5f, .vocab = 49408, .max_pos = 77, .bos = 49406, .eos = 49407, .pad = 1};
+    *v = (tower_cfg){.hidden = 768, .inter = 3072, .layers = 12, .heads = 12, .act_name = "quick_gelu",
+                     .eps = 1e-5f, .image = 224, .patch = 32, .channels = 3};
+    m->dim = 512;
+    cfg_ctx c = {"config", err, errlen};
+    if ((st = cfg_int(&c, root, "projection_dim", 1, 16384, &m->dim)))
+        goto out;
+
+    const cJSON *to = tower_obj(root, "text_config", &c.where);
+    if (to && !cJSON_IsObject(to) && !cJSON_IsNull(to)) {
+        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
+        goto out;
+    }
+    if ((st = cfg_common(&c, to, t)) || (st = cfg_int(&c, to, "vocab_size", 1, 1 << 24, &t->vocab)) ||
+        (st = cfg_int(&c, to, "max_position_embeddings", 2, 1 << 16, &t->max_pos)) ||
+        (st = cfg_int(&c, to, "bos_token_id", INT_MIN, INT_MAX, &t->bos)) ||
+        (st = cfg_int(&c, to, "pad_token_id", INT_MIN, INT_MAX, &t->pad)))
+        goto out;
+    const cJSON *eos = to ? cJSON_GetObjectItemCaseSensitive(to, "eos_token_id") : NULL;
+    if (cJSON_IsArray(eos)) {
+        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.eos_token_id: a list is not supported", c.where);
+        goto out;
+    }
+    if ((st = cfg_int(&c, to, "eos_token_id", INT_MIN, INT_MAX, &t->eos)))
+        goto out;
+
+    const cJSON *vo = tower_obj(root, "vision_config", &c.where);
+    if (vo && !cJSON_IsObject(vo) && !cJSON_IsNull(vo)) {
+        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
+        goto out;
+    }
+    if ((st = cfg_common(&c, vo, v)) || (st = cfg_side(&c, vo, "image_size", &v->image)) ||
+        (st = cfg_side(&c, vo, "patch_size", &v->patch)) || (st = cfg_int(&c, vo, "num_channels", 1, 64, &v->channels)))
+        goto out;
+    if (v->channels != 3) {
+        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.num_channels %d (only 3 is supported)", c.where,
+                  v->channels);
+        goto out;
+    }
+    if (v->patch > v->image) {
+        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s: patch_size %d is larger than image_size %d",
+                  c.where, v->patch, v->image);
+        goto out;
+    }
+    m->grid = v->image / v->patch;
+    m->ctx = t->max_pos < MD_CLIP_MAX_TOKENS ? t->max_pos : MD_CLIP_MAX_TOKENS;
+out:
+    if (f)
+        fclose(f);
+    free(buf);
+    cJSON_Delete(root);
+    return st;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+typedef struct loader {
+    md_safetensors *st;
+    const char *file;
+    float *base; /* NULL in the sizing pass */
+    size_t used; /* floats */
+    char *err;
+    size_t errlen;
+} loader;
+
+/* N floats of the block, 64-byte aligned; NULL while sizing. */
+static float *reserve(loader *L, size_t n)
+{
+    float *p = L->base ? L->base + L->used : NULL;
+    L->used += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+/* Checks that tensor NAME exists with shape [d0, d1, ...] (ND dims) and a float dtype; in the
+ * load pass converts it to F32 at DST. */
+static md_status fill(loader *L, float *dst, const char *name, int nd, ...)
+{
+    const md_st_tensor *t = md_safetensors_find(L->st, name);
+    if (!t)
+        return fail(L->err, L->errlen, MD_ERR_INVALID, "%s: tensor '%s' is missing (not a CLIPModel checkpoint?)",
+                    L->file, name);
+    if (t->dtype != MD_DT_F32 && t->dtype != MD_DT_F16 && t->dtype != MD_DT_BF16)
+        return fail(L->err, L->errlen, MD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
+                    L->file, name, md_dtype_name(t->dtype));
+    int64_t want[MD_ST_MAX_DIMS];
+    va_list ap;
+    va_start(ap, nd);
+    for (int i = 0; i < nd; i++)
+        want[i] = va_arg(ap, int);
+    va_end(ap);
+    int same = t->ndim == nd;
+    for (int i = 0; same && i < nd; i++)
+        same = t->shape[i] == want[i];
+    if (!same) {
+        char a[128] = "", b[128] = "";
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        for (int i = 0; i < nd; i++)
+            snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? ", " : "", (long long)want[i]);
+        return fail(L->err, L->errlen, MD_ERR_INVALID,
+                    "%s: tensor '%s' has shape [%s] but config.json implies [%s]", L->file, name, a, b);
+    }
+    return dst ? md_st_to_f32(t, dst) : MD_OK;
+}
+
+#define OFF(p, n) ((p) ? (p) + (n) : NULL)
+
+static md_status bind_layers(loader *L, tower *tw, const char *prefix)
+{
+    const int D = tw->c.hidden, I = tw->c.inter;
+    char n[256];
+    md_status st;
+#define F(dst, suffix, ...)                                                                                  \
+    do {                                                                                                     \
+        snprintf(n, sizeof n, "%s.encoder.layers.%d.%s", prefix, i, suffix);                                 \
+        if ((st = fill(L, dst, n, __VA_ARGS__)) != MD_OK)                                                    \
+            return st;                                                                                       \
+    } while (0)
+    for (int i = 0; i < tw->c.layers; i++) {
+        layer_w *l = &tw->l[i];
+        l->ln1_g = reserve(L, D);
+        l->ln1_b = reserve(L, D);
+        l->qkv_w = reserve(L, (size_t)3 * D * D);
+        l->qkv_b = reserve(L, (size_t)3 * D);
+        l->o_w = reserve(L, (size_t)D * D);
+        l->o_b = reserve(L, D);
+        l->ln2_g = reserve(L, D);
+        l->ln2_b = reserve(L, D);
+        l->fc1_w = reserve(L, (size_t)I * D);
+        l->fc1_b = reserve(L, I);
+        l->fc2_w = reserve(L, (size_t)D * I);
+        l->fc2_b = reserve(L, D);
+        F(l->ln1_g, "layer_norm1.weight", 1, D);
+        F(l->ln1_b, "layer_norm1.bias", 1, D);
+        F(l->qkv_w, "self_attn.q_proj.weight", 2, D, D);
+        F(OFF(l->qkv_w, (size_t)D * D), "self_attn.k_proj.weight", 2, D, D);
+        F(OFF(l->qkv_w, (size_t)2 * D * D), "self_attn.v_proj.weight", 2, D, D);
+        F(l->qkv_b, "self_attn.q_proj.bias", 1, D);
+        F(OFF(l->qkv_b, D), "self_attn.k_proj.bias", 1, D);
+        F(OFF(l->qkv_b, 2 * D), "self_attn.v_proj.bias", 1, D);
+        F(l->o_w, "self_attn.out_proj.weight", 2, D, D);
+        F(l->o_b, "self_attn.out_proj.bias", 1, D);
+        F(l->ln2_g, "layer_norm2.weight", 1, D);
+        F(l->ln2_b, "layer_norm2.bias", 1, D);
+        F(l->fc1_w, "mlp.fc1.weight", 2, I, D);
+        F(l->fc1_b, "mlp.fc1.bias", 1, I);
+        F(l->fc2_w, "mlp.fc2.weight", 2, D, I);
+        F(l->fc2_b, "mlp.fc2.bias", 1, D);
+    }
+#undef F
+    return MD_OK;
+}
+
+/* Both passes over every weight: sizing (L->base NULL) and loading. */
+static md_status bind_all(loader *L, md_clip *m)
+{
+    md_status st;
+    tower *v = &m->v, *t = &m->t;
+    const int VD = v->c.hidden, TD = t->c.hidden, P = v->c.patch, np = m->grid * m->grid;
+#define G(dst, n, name, ...)                                                                                 \
+    do {                                                                                                     \
+        dst = reserve(L, n);                                                                                 \
+        if ((st = fill(L, dst, name, __VA_ARGS__)) != MD_OK)                                                 \
+            return st;                                                                                       \
+    } while (0)
+    G(v->patch_w, (size_t)VD * 3 * P * P, "vision_model.embeddings.patch_embedding.weight", 4, VD, 3, P, P);
+    G(v->cls, VD, "vision_model.embeddings.class_embedding", 1, VD);
+    G(v->pos, (size_t)(np + 1) * VD, "vision_model.embeddings.position_embedding.weight", 2, np + 1, VD);
+    G(v->pre_g, VD, "vision_model.pre_layrnorm.weight", 1, VD);
+    G(v->pre_b, VD, "vision_model.pre_layrnorm.bias", 1, VD);
+    if ((st = bind_layers(L, v, "vision_model")) != MD_OK)
+        return st;
+    G(v->fin_g, VD, "vision_model.post_layernorm.weight", 1, VD);
+    G(v->fin_b, VD, "vision_model.post_layernorm.bias", 1, VD);
+    G(v->proj, (size_t)m->dim * VD, "visual_projection.weight", 2, m->dim, VD);
+
+    G(t->tok, (size_t)t->c.vocab * TD, "text_model.embeddings.token_embedding.weight", 2, t->c.vocab, TD);
+    G(t->pos, (size_t)t->c.max_pos * TD, "text_model.embeddings.position_embedding.weight", 2, t->c.max_pos, TD);
+    if ((st = bind_layers(L, t, "text_model")) != MD_OK)
+        return st;
+    G(t->fin_g, TD, "text_model.final_layer_norm.weight", 1, TD);
+    G(t->fin_b, TD, "text_model.final_layer_norm.bias", 1, TD);
+    G(t->proj, (size_t)m->dim * TD, "text_projection.weight", 2, m->dim, TD);
+#undef G
+    return MD_OK;
+}
+
+static const md_op NEEDED_OPS[] = {MD_OP_LINEAR, MD_OP_LAYERNORM, MD_OP_ATTENTION, MD_OP_ADD, MD_OP_L2NORM};
+
+static const char *dtype_summary(const md_safetensors *st)
+{
+    int f32 = 0, f16 = 0, bf16 = 0;
+    for (int i = 0; i < md_safetensors_count(st); i++) {
+        md_dtype d = md_safetensors_at(st, i)->dtype;
+        f32 += d == MD_DT_F32;
+        f16 += d == MD_DT_F16;
+        bf16 += d == MD_DT_BF16;
+    }
+    if (f16 && !f32 && !bf16)
+        return "F16";
+    if (bf16 && !f32 && !f16)
+        return "BF16";
+    if (f32 && !f16 && !bf16)
+        return "F32";
+    return "mixed-precision";
+}
+
+md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    md_clip *m = NULL;
+    md_safetensors *sf = NULL;
+    char path[PATH_MAX], path2[PATH_MAX];
+    struct stat sb;
+    *out = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (!dir || !dir[0])
+        return fail(err, errlen, MD_ERR_INVALID, "no model directory given");
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return fail(err, errlen, MD_ERR_NOT_FOUND, "%s: %s", dir,
+                    errno == ENOENT || S_ISREG(sb.st_mode) ? "not a model directory" : strerror(errno));
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((st = parse_config(path, m, err, errlen)) != MD_OK)
+        goto out;
+
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (stat(path, &sb) != 0) {
+        snprintf(path2, sizeof path2, "%s/model.safetensors.index.json", dir);
+        struct stat s2;
+        if (stat(path2, &s2) == 0)
+            st = fail(err, errlen, MD_ERR_UNSUPPORTED, "%s: sharded checkpoints are not supported: merge the shards into model.safetensors", dir);
+        else {
+            snprintf(path2, sizeof path2, "%s/pytorch_model.bin", dir);
+            st = fail(err, errlen, MD_ERR_NOT_FOUND, "%s: no model.safetensors%s", dir,
+                      stat(path2, &s2) == 0 ? " (only pytorch_model.bin, which momentd does not read: download the "
+                                              "safetensors revision or convert it)"
+                                            : "");
+        }
+        goto out;
+    }
+    if ((st = md_safetensors_open(path, &sf, err, errlen)) != MD_OK)
+        goto out;
+    m->v.l = calloc((size_t)m->v.c.layers + 1, sizeof *m->v.l);
+    m->t.l = calloc((size_t)m->t.c.layers + 1, sizeof *m->t.l);
+    if (!m->v.l || !m->t.l) {
+        st = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    loader L = {sf, path, NULL, 0, err, errlen};
+    if ((st = bind_all(&L, m)) != MD_OK) /* sizing pass: checks every name, shape and dtype */
+        goto out;
+    m->block_floats = L.used;
+    if (L.used > SIZE_MAX / sizeof(float) || !(m->block = aligned_alloc(64, L.used * sizeof(float)))) {
+        st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory for %zu MiB of weights", dir,
+                  L.used * sizeof(float) >> 20);
+        goto out;
+    }
+    L.base = m->block;
+    L.used = 0;
+    if ((st = bind_all(&L, m)) != MD_OK)
+        goto out;
+    const char *dts = dtype_summary(sf);
+    md_safetensors_free(sf);
+    sf = NULL;
+
+    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    snprintf(path2, sizeof path2, "%s/merges.txt", dir);
+    if ((st = md_tokenizer_load(path, path2, &m->tok, err, errlen)) != MD_OK)
+        goto out;
+    int nv = md_tokenizer_vocab_size(m->tok);
+    if (nv > m->t.c.vocab) {
+        st = fail(err, errlen, MD_ERR_INVALID, "%s: vocab.json has %d tokens but the text model only %d (vocab_size)",
+                  dir, nv, m->t.c.vocab);
+        goto out;
+    }
+
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if ((st = md_sha256_file(path, m->sha, NULL)) != MD_OK) {
+        fail(err, errlen, st, "%s: cannot hash", path);
+        goto out;
+    }
+
+    m->be = be ? be : md_backend_cpu();
+    for (size_t i = 0; i < sizeof NEEDED_OPS / sizeof *NEEDED_OPS; i++) {
+        md_op need[] = {NEEDED_OPS[i], m->v.c.act, m->t.c.act};
+        for (int j = 0; j < 3; j++)
+            if (!m->be->supports(need[j])) {
+                md_info("clip: backend %s lacks op %s: the CLIP model runs on the CPU", m->be->name,
+                        md_op_name(need[j]));
+                m->be = md_backend_cpu();
+                break;
+            }
+    }
+    snprintf(m->desc, sizeof m->desc,
+             "CLIP ViT %dpx/%d, width %d, %d layers; text width %d, %d layers, %d tokens; embedding %d; %s weights%s",
+             m->v.c.image, m->v.c.patch, m->v.c.hidden, m->v.c.layers, m->t.c.hidden, m->t.c.layers, nv, m->dim, dts,
+             m->demo ? "; DEMO model (random weights, not meaningful)" : "");
+    *out = m;
+    m = NULL;
+out:
+    md_safetensors_free(sf);
+    md_clip_free(m);
+    return st;
+}
+
+void md_clip_free(md_clip *m)
+{
+    if (!m)
+        return;
+    md_tokenizer_free(m->tok);
+    free(m->block);
+    free(m->v.l);
+    free(m->t.l);
+    free(m);
+}
+
+int md_clip_dim(const md_clip *m) { return m->dim; }
+int md_clip_image_size(const md_clip *m) { return m->v.c.image; }
+int md_clip_patch_size(const md_clip *m) { return m->v.c.patch; }
+int md_clip_n_patches(const md_clip *m) { return m->grid * m->grid; }
+int md_clip_vision_width(const md_clip *m) { return m->v.c.hidden; }
+int md_clip_is_demo(const md_clip *m) { return m->demo; }
+const char *md_clip_weights_sha256(const md_clip *m) { return m->sha; }
+const char *md_clip_describe(const md_clip *m) { return m->desc; }
+const md_backend_i *md_clip_backend(const md_clip *m) { return m->be; }
+void md_clip_set_max_batch(md_clip *m, int n) { m->max_batch = n > 0 ? n : 0; }
+const char *md_clip_token_str(const md_clip *m, int id) { return md_tokenizer_token(m->tok, id); }
+
+/* ---------------------------------------------------------------- forward passes */
+
+#define TRY(x)                                                                                               \
+    do {                                                                                                     \
+        if ((st = (x)) != MD_OK)                                                                             \
+            goto out;                                                                                        \
+    } while (0)
+
+/* One encoder layer over BATCH sequences of T tokens, in place on X [batch * t, D]. H, A are
+ * [batch * t, D], QKV [batch * t, 3D], MM [batch * t, I]. */
+static md_status encoder_layer(const md_backend_i *be, const tower_cfg *c, const layer_w *l, float *x, float *h,
+                               float *qkv, float *a, float *mm, int batch, int t, int causal)
+{
+    md_status st;
+    const int D = c->hidden, I = c->inter, R = batch * t;
+    TRY(be->layernorm(x, R, D, l->ln1_g, l->ln1_b, c->eps, h));
+    TRY(be->linear(h, R, D, l->qkv_w, l->qkv_b, 3 * D, qkv, 0));
+    TRY(be->attention(qkv, batch, t, c->heads, D / c->heads, causal, a));
+    TRY(be->linear(a, R, D, l->o_w, l->o_b, D, x, 1));
+    TRY(be->layernorm(x, R, D, l->ln2_g, l->ln2_b, c->eps, h));
+    TRY(be->linear(h, R, D, l->fc1_w, l->fc1_b, I, mm, 0));
+    TRY(be->activation(c->act, mm, (size_t)R * I));
+    TRY(be->linear(mm, R, I, l->fc2_w, l->fc2_b, D, x, 1));
+out:
+    return st;
+}
+
+md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    const tower *tw = &m->t;
+    const tower_cfg *c = &tw->c;
+    const int D = c->hidden, I = c->inter;
+    float *buf = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (!ids || n < 1 || n > c->max_pos)
+        return fail(err, errlen, MD_ERR_INVALID, "%d tokens: 1 to %d expected", n, c->max_pos);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return fail(err, errlen, MD_ERR_INVALID, "token id %d at %d is outside the vocabulary [0, %d)", ids[i], i,
+                        c->vocab);
+    size_t per = (size_t)n;
+    buf = malloc(per * (size_t)(3 * D + 3 * D + I) * sizeof *buf);
+    if (!buf)
+        return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+    float *x = buf, *h = x + per * D, *a = h + per * D, *qkv = a + per * D, *mm = qkv + per * 3 * D;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < D; j++)
+            x[(size_t)i * D + j] = tw->tok[(size_t)ids[i] * D + j] + tw->pos[(size_t)i * D + j];
+    for (int li = 0; li < c->layers; li++)
+        TRY(encoder_layer(m->be, c, &tw->l[li], x, h, qkv, a, mm, 1, n, 1));
+    /* Pooling as transformers: old configs (eos_token_id == 2) take the largest id (the end
+     * token has the largest id of CLIP's vocabulary); newer ones the first eos_token_id, or
+     * position 0 when there is none (argmax of all zeros). First occurrence either way. */
+    int pos = 0;
+    if (c->eos == 2) {
+        for (int i = 1; i < n; i++)
+            if (ids[i] > ids[pos])
+                pos = i;
+    } else {
+        for (int i = 0; i < n; i++)
+            if (ids[i] == c->eos) {
+                pos = i;
+                break;
+            }
+    }
+    /* final_layer_norm is per row: only the pooled row is needed. */
+    TRY(m->be->layernorm(x + (size_t)pos * D, 1, D, tw->fin_g, tw->fin_b, c->eps, h));
+    TRY(m->be->linear(h, 1, D, tw->proj, NULL, m->dim, out, 0));
+    TRY(m->be->l2norm(out, 1, m->dim));
+out:
+    if (st != MD_OK && err && errlen && !err[0])
+        fail(err, errlen, st, "text encoder: backend %s failed: %s", m->be->name, md_status_str(st));
+    free(buf);
+    return st;
+}
+
+md_status md_clip_embed_text(md_clip *m, const char *text, float *out, int *ids, int *n_ids, char *err,
+                             size_t errlen)
+{
+    int tmp[MD_CLIP_MAX_TOKENS], n = 0;
+    int *dst = ids ? ids : tmp;
+    if (err && errlen)
+        err[0] = 0;
+    if (!text)
+        return fail(err, errlen, MD_ERR_INVALID, "no text");
+    md_status st = md_tokenizer_encode(m->tok, text, m->ctx, dst, &n, err, errlen);
+    if (st != MD_OK)
+        return st;
+    if (n_ids)
+        *n_ids = n;
+    return md_clip_embed_tokens(m, dst, n, out, err, errlen);
+}
+
+/* im2col of non-overlapping patches: row (b, gy, gx) holds channel-major, then row-major pixels
+ * of its patch, the order of patch_embedding.weight [D, 3, P, P] flattened. */
+static void im2col(const float *px, int b, int s, int p, int grid, float *cols)
+{
+    const int k = 3 * p * p;
+    for (int i = 0; i < b; i++)
+        for (int gy = 0; gy < grid; gy++)
+            for (int gx = 0; gx < grid; gx++) {
+                float *row = cols + ((size_t)(i * grid + gy) * grid + gx) * k;
+                for (int ch = 0; ch < 3; ch++)
+                    for (int y = 0; y < p; y++) {
+                        const float *src = px + (((size_t)i * 3 + ch) * s + (size_t)gy * p + y) * s + (size_t)gx * p;
+                        memcpy(row + (ch * p + y) * p, src, (size_t)p * sizeof *src);
+                    }
+            }
+}
+
+md_status md_clip_embed_images(md_clip *m, const float *pixels, int n, float *out, float *tokens, char *err,
+                               size_t errlen)
+{
+    md_status st = MD_OK;
+    const tower *tw = &m->v;
+    const tower_cfg *c = &tw->c;
+    const int D = c->hidden, I = c->inter, S = c->image, P = c->patch, NP = m->grid * m->grid, T = NP + 1;
+    const int K = 3 * P * P, E = m->dim;
+    float *buf = NULL;
+    if (err && errlen)
+        err[0] = 0;
+    if (n < 0 || (n > 0 && (!pixels || !out)))
+        return fail(err, errlen, MD_ERR_INVALID, "embed_images: bad arguments");
+    if (n == 0)
+        return MD_OK;
+    /* Per image: x, h, a [T, D], qkv [T, 3D], mm [T, max(I, ...)] (mm also holds the im2col
+     * patches [NP, K] and the patch embeddings are written to h). */
+    size_t mmw = (size_t)T * I > (size_t)NP * K ? (size_t)T * I : (size_t)NP * K;
+    size_t per = (size_t)T * 6 * D + mmw;
+    int chunk = (int)(SCRATCH_BUDGET / (per * sizeof(float)));
+    if (m->max_batch && chunk > m->max_batch)
+        chunk = m->max_batch;
+    chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
+    buf = malloc((size_t)chunk * per * sizeof *buf);
+    if (!buf)
+        return fail(err, errlen, MD_ERR_NOMEM, "out of memory for %d images", chunk);
+    for (int b0 = 0; b0 < n; b0 += chunk) {
+        const int B = n - b0 < chunk ? n - b0 : chunk, R = B * T;
+        float *x = buf, *h = x + (size_t)R * D, *a = h + (size_t)R * D, *qkv = a + (size_t)R * D,
+              *mm = qkv + (size_t)R * 3 * D;
+        /* Patch embedding as one matrix product. */
+        im2col(pixels + (size_t)b0 * 3 * S * S, B, S, P, m->grid, mm);
+        TRY(m->be->linear(mm, B * NP, K, tw->patch_w, NULL, D, h, 0));
+        for (int i = 0; i < B; i++) {
+            float *xi = x + (size_t)i * T * D;
+            memcpy(xi, tw->cls, (size_t)D * sizeof *xi);
+            memcpy(xi + D, h + (size_t)i * NP * D, (size_t)NP * D * sizeof *xi);
+            TRY(m->be->add(xi, tw->pos, (size_t)T * D));
+        }
+        TRY(m->be->layernorm(x, R, D, tw->pre_g, tw->pre_b, c->eps, x));
+        for (int li = 0; li < c->layers; li++)
+            TRY(encoder_layer(m->be, c, &tw->l[li], x, h, qkv, a, mm, B, T, 0));
+        float *emb = out + (size_t)b0 * E;
+        if (tokens) {
+            float *tok = tokens + (size_t)b0 * T * E;
+            TRY(m->be->layernorm(x, R, D, tw->fin_g, tw->fin_b, c->eps, h));
+            TRY(m->be->linear(h, R, D, tw->proj, NULL, E, tok, 0));
+            for (int i = 0; i < B; i++)
+                memcpy(emb + (size_t)i * E, tok + (size_t)i * T * E, (size_t)E * sizeof *emb);
+        } else {
+            for (int i = 0; i < B; i++)
+                memcpy(h + (size_t)i * D, x + (size_t)i * T * D, (size_t)D * sizeof *h);
+            TRY(m->be->layernorm(h, B, D, tw->fin_g, tw->fin_b, c->eps, h));
+            TRY(m->be->linear(h, B, D, tw->proj, NULL, E, emb, 0));
+        }
+        TRY(m->be->l2norm(emb, B, E));
+    }
+out:
+    if (st != MD_OK && err && errlen && !err[0])
+        fail(err, errlen, st, "image encoder: backend %s failed: %s", m->be->name, md_status_str(st));
+    free(buf);
+    return st;
+}
