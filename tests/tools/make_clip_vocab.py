@@ -14,6 +14,10 @@ simple_tokenizer.py builds its encoder:
   ids 49406, 49407  "<|startoftext|>", "<|endoftext|>"                     (49,408 tokens)
 
 merges.txt is "#version: 0.2" followed by those 48,894 merge lines ("a b", one per line).
+tokenizer_config.json is the one the published checkpoints carry. It matters for one detail: its
+special tokens are "normalized", so transformers finds "<|startoftext|>" / "<|endoftext|>" in the
+text after NFC + whitespace collapse + lower case (e.g. "<|EndOfText|>" becomes <|endoftext|>);
+transformers 5 building a CLIPTokenizer from vocab.json + merges.txt alone would not.
 
 Usage (no third-party packages needed to derive the files):
   python3 tests/tools/make_clip_vocab.py [--src ../shared/data/bpe_simple_vocab_16e6.txt.gz]
@@ -35,6 +39,26 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_SRC = os.path.join(ROOT, "..", "shared", "data", "bpe_simple_vocab_16e6.txt.gz")
 DEFAULT_OUT = os.path.join(ROOT, "tests", "fixtures", "clip-vocab")
 N_MERGES = 49152 - 256 - 2  # as CLIP's simple_tokenizer.py: merges[1:49152-256-2+1]
+
+# As in openai/clip-vit-base-patch32 (and -patch16, -large-patch14).
+SPECIAL = {"lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True}
+TOKENIZER_CONFIG = {
+    "add_prefix_space": False,
+    "added_tokens_decoder": {
+        "49406": {"content": "<|startoftext|>", **SPECIAL},
+        "49407": {"content": "<|endoftext|>", **SPECIAL},
+    },
+    "bos_token": "<|startoftext|>",
+    "clean_up_tokenization_spaces": True,
+    "do_lower_case": True,
+    "eos_token": "<|endoftext|>",
+    "errors": "replace",
+    "model_max_length": 77,
+    "pad_token": "<|endoftext|>",
+    "processor_class": "CLIPProcessor",
+    "tokenizer_class": "CLIPTokenizer",
+    "unk_token": "<|endoftext|>",
+}
 
 
 def bytes_to_unicode():
@@ -83,6 +107,8 @@ def check(out):
         for t in texts:
             ids = tok(t)["input_ids"]
             assert ids[0] == 49406 and ids[-1] == 49407, ids
+        # the published checkpoints' normalized special tokens
+        assert tok("<|EndOfText|>")["input_ids"] == [49406, 49407, 49407], tok("<|EndOfText|>")["input_ids"]
         print(f"{cls.__name__} (transformers {transformers.__version__}): loads, 49408 tokens, bos/eos/pad ok;",
               "'a photo of a cat' ->", tok("a photo of a cat")["input_ids"])
     # The well-known ids of 'a photo of a cat' in every CLIP checkpoint.
@@ -101,10 +127,14 @@ def main():
         json.dump(vocab, f, ensure_ascii=False)
     with open(os.path.join(a.out, "merges.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(merges) + "\n")
+    with open(os.path.join(a.out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(TOKENIZER_CONFIG, f, indent=2)
+        f.write("\n")
     lic = os.path.join(os.path.dirname(a.src), "LICENSE-CLIP-vocab.txt")
     if os.path.exists(lic):
         shutil.copyfile(lic, os.path.join(a.out, "LICENSE-CLIP-vocab.txt"))
-    print(f"wrote {a.out}/vocab.json ({len(vocab)} tokens) and merges.txt ({len(merges) - 1} merges)")
+    print(f"wrote {a.out}/vocab.json ({len(vocab)} tokens), merges.txt ({len(merges) - 1} merges), "
+          "tokenizer_config.json")
     if a.check:
         check(a.out)
 
