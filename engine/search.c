@@ -1,14 +1,27 @@
 /* search.c - the in-memory segment index, retrieval and grounding (see search.h
- * for the scoring and moment rules). */
+ * for the storage, the scoring and moment rules).
+ *
+ * The first-pass kernels are hand-written SIMD rather than BLAS calls: BLAS has
+ * no int8 x float or fp16 x float matrix-vector product, and the pass is bound
+ * by memory traffic, which only a smaller storage type reduces. Each kernel
+ * exists in plain C and, on x86, for AVX2 + FMA (+ F16C), compiled with a
+ * target attribute and chosen at run time, so the build stays portable. */
 #define _XOPEN_SOURCE 700
 #include "search.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "safetensors.h" /* md_f32_to_f16, md_f16_to_f32 */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MD_SEARCH_X86 1
+#endif
 
 typedef struct vid_entry {
     long long video_id; /* 0: empty slot, -1: removed */
@@ -18,8 +31,11 @@ typedef struct vid_entry {
 
 struct md_index {
     int dim;
+    int threads; /* for one search's first pass */
     pthread_rwlock_t lock;
-    float *emb;
+    uint16_t *h16; /* n x dim halves: the stored vectors */
+    int8_t *q8;    /* n x dim: h16 quantised per row for the first pass */
+    float *scale;  /* per row: h16 ~ q8 * scale */
     long long *vid, *t0, *t1;
     int *seq;
     size_t n, cap;
@@ -27,9 +43,16 @@ struct md_index {
     size_t tab_cap, tab_used;
 };
 
+/* A thread of the first pass gets at least this many values to scan (4 MB of
+ * int8): below it, starting a thread costs more than it saves. */
+#define MIN_VALUES_PER_THREAD (1u << 22)
+#define MAX_THREADS 16
+/* Candidates re-scored exactly (and grown into moments) per search. */
+#define MIN_CANDIDATES 256
+
 md_search_params md_search_default_params(void)
 {
-    md_search_params p = {.k = 10, .offset = 0, .min_score = -1.0f};
+    md_search_params p = {.k = 10, .offset = 0, .min_score = -1.0f, .scan = MD_SCAN_INT8};
     return p;
 }
 
@@ -43,6 +66,159 @@ static float z_needed(long long n)
 {
     float z = n > 1 ? sqrtf(2.0f * logf((float)n)) : 0;
     return z > 3.0f ? z : 3.0f;
+}
+
+/* ---- kernels ------------------------------------------------------------ */
+
+typedef struct kernels {
+    const char *name;
+    /* out[r] = scale[r] * sum_i q[i] * rows[r dim + i] for r < n */
+    void (*scan_i8)(const float *q, const int8_t *rows, const float *scale, size_t n, int dim, float *out);
+    /* out[r] = sum_i q[i] * half(rows[r dim + i]) for r < n. Each row is summed
+     * the same way alone or in a block, so a segment's exact score does not
+     * depend on how it was reached. */
+    void (*scan_f16)(const float *q, const uint16_t *rows, size_t n, int dim, float *out);
+} kernels;
+
+/* Plain C: eight partial sums, which compilers vectorise at -O2. */
+static void scan_i8_c(const float *q, const int8_t *rows, const float *scale, size_t n, int dim, float *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        const int8_t *p = rows + r * (size_t)dim;
+        float acc[8] = {0};
+        int i = 0;
+        for (; i + 8 <= dim; i += 8)
+            for (int j = 0; j < 8; j++)
+                acc[j] += q[i + j] * (float)p[i + j];
+        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; i < dim; i++)
+            s += q[i] * (float)p[i];
+        out[r] = s * scale[r];
+    }
+}
+
+static void scan_f16_c(const float *q, const uint16_t *rows, size_t n, int dim, float *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        const uint16_t *p = rows + r * (size_t)dim;
+        float acc[8] = {0};
+        int i = 0;
+        for (; i + 8 <= dim; i += 8)
+            for (int j = 0; j < 8; j++)
+                acc[j] += q[i + j] * md_f16_to_f32(p[i + j]);
+        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; i < dim; i++)
+            s += q[i] * md_f16_to_f32(p[i]);
+        out[r] = s;
+    }
+}
+
+static const kernels k_scalar = {"scalar", scan_i8_c, scan_f16_c};
+
+#ifdef MD_SEARCH_X86
+__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
+{
+    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Four independent accumulators: one FMA chain per row would wait on the FMA
+ * latency instead of on memory. */
+__attribute__((target("avx2,fma"))) static void scan_i8_avx2(const float *q, const int8_t *rows, const float *scale,
+                                                            size_t n, int dim, float *out)
+{
+    const int d32 = dim & ~31;
+    for (size_t r = 0; r < n; r++) {
+        const int8_t *p = rows + r * (size_t)dim;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        int i = 0;
+        for (; i < d32; i += 32) {
+            __m128i b0 = _mm_loadu_si128((const __m128i *)(p + i)), b1 = _mm_loadu_si128((const __m128i *)(p + i + 16));
+            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b0)), _mm256_loadu_ps(q + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b0, 8))),
+                                 _mm256_loadu_ps(q + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b1)), _mm256_loadu_ps(q + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b1, 8))),
+                                 _mm256_loadu_ps(q + i + 24), a3);
+        }
+        float s = hsum_avx2(a0, a1, a2, a3);
+        for (; i < dim; i++)
+            s += q[i] * (float)p[i];
+        out[r] = s * scale[r];
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void scan_f16_avx2(const float *q, const uint16_t *rows, size_t n,
+                                                                  int dim, float *out)
+{
+    const int d32 = dim & ~31;
+    for (size_t r = 0; r < n; r++) {
+        const uint16_t *p = rows + r * (size_t)dim;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        int i = 0;
+        for (; i < d32; i += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i))), _mm256_loadu_ps(q + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 8))),
+                                 _mm256_loadu_ps(q + i + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 16))),
+                                 _mm256_loadu_ps(q + i + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 24))),
+                                 _mm256_loadu_ps(q + i + 24), a3);
+        }
+        float s = hsum_avx2(a0, a1, a2, a3);
+        for (; i < dim; i++)
+            s += q[i] * md_f16_to_f32(p[i]);
+        out[r] = s;
+    }
+}
+
+static const kernels k_avx2 = {"avx2", scan_i8_avx2, scan_f16_avx2};
+
+static int have_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+#endif
+
+static const kernels *g_kern;
+static pthread_once_t g_kern_once = PTHREAD_ONCE_INIT;
+
+static void pick_kernels(void)
+{
+    const kernels *k = &k_scalar;
+#ifdef MD_SEARCH_X86
+    if (have_avx2())
+        k = &k_avx2;
+#endif
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
+}
+
+static const kernels *kern(void)
+{
+    pthread_once(&g_kern_once, pick_kernels);
+    return __atomic_load_n(&g_kern, __ATOMIC_ACQUIRE);
+}
+
+const char *md_search_kernel(void) { return kern()->name; }
+
+md_status md_search_set_kernel(const char *name)
+{
+    const kernels *k = NULL;
+    kern();
+    if (name && strcmp(name, "scalar") == 0)
+        k = &k_scalar;
+#ifdef MD_SEARCH_X86
+    else if (name && strcmp(name, "avx2") == 0 && have_avx2())
+        k = &k_avx2;
+#endif
+    if (!k)
+        return MD_ERR_UNSUPPORTED;
+    __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
+    return MD_OK;
 }
 
 /* ---- the video table --------------------------------------------------- */
@@ -127,6 +303,12 @@ static int find_seq(const md_index *ix, const vid_entry *e, int seq)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
+static int online_cpus(void)
+{
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c < 1 ? 1 : c > MAX_THREADS ? MAX_THREADS : (int)c;
+}
+
 md_status md_index_new(int dim, md_index **out)
 {
     *out = NULL;
@@ -136,6 +318,7 @@ md_status md_index_new(int dim, md_index **out)
     if (!ix)
         return MD_ERR_NOMEM;
     ix->dim = dim;
+    ix->threads = online_cpus();
     pthread_rwlock_init(&ix->lock, NULL);
     *out = ix;
     return MD_OK;
@@ -148,7 +331,9 @@ void md_index_free(md_index *ix)
     for (size_t i = 0; i < ix->tab_cap; i++)
         free(ix->tab[i].rows);
     free(ix->tab);
-    free(ix->emb);
+    free(ix->h16);
+    free(ix->q8);
+    free(ix->scale);
     free(ix->vid);
     free(ix->t0);
     free(ix->t1);
@@ -159,6 +344,13 @@ void md_index_free(md_index *ix)
 
 int md_index_dim(const md_index *ix) { return ix->dim; }
 
+int md_index_set_threads(md_index *ix, int n)
+{
+    n = n <= 0 ? online_cpus() : n > MAX_THREADS ? MAX_THREADS : n;
+    __atomic_store_n(&ix->threads, n, __ATOMIC_RELAXED);
+    return n;
+}
+
 long long md_index_count(md_index *ix)
 {
     pthread_rwlock_rdlock(&ix->lock);
@@ -167,11 +359,17 @@ long long md_index_count(md_index *ix)
     return n;
 }
 
+/* Bytes per row: halves, int8, scale, video, times, seq. */
+static size_t row_bytes(const md_index *ix)
+{
+    return (size_t)ix->dim * (sizeof(uint16_t) + sizeof(int8_t)) + sizeof(float) + 3 * sizeof(long long) +
+           sizeof(int);
+}
+
 size_t md_index_bytes(md_index *ix)
 {
     pthread_rwlock_rdlock(&ix->lock);
-    size_t b = ix->cap * ((size_t)ix->dim * sizeof(float) + 3 * sizeof(long long) + sizeof(int)) +
-               ix->tab_cap * sizeof(vid_entry);
+    size_t b = ix->cap * row_bytes(ix) + ix->tab_cap * sizeof(vid_entry);
     for (size_t i = 0; i < ix->tab_cap; i++)
         b += (size_t)ix->tab[i].cap * sizeof(int);
     pthread_rwlock_unlock(&ix->lock);
@@ -189,7 +387,9 @@ md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, floa
         if (ix->t0[e->rows[i]] <= t_ms)
             best = e->rows[i];
     if (best >= 0 && t_ms <= ix->t1[best]) {
-        memcpy(emb, ix->emb + (size_t)best * ix->dim, (size_t)ix->dim * sizeof *emb);
+        const uint16_t *h = ix->h16 + (size_t)best * ix->dim;
+        for (int i = 0; i < ix->dim; i++)
+            emb[i] = md_f16_to_f32(h[i]);
         if (start_ms)
             *start_ms = ix->t0[best];
         if (end_ms)
@@ -211,11 +411,21 @@ int md_index_video_segments(md_index *ix, long long video_id)
 
 static md_status grow_rows(md_index *ix)
 {
-    size_t nc = ix->cap ? ix->cap * 2 : 1024;
-    float *emb = realloc(ix->emb, nc * (size_t)ix->dim * sizeof *emb);
-    if (!emb)
+    size_t nc = ix->cap ? ix->cap * 2 : 1024, d = (size_t)ix->dim;
+    /* Each array is replaced as soon as it has grown, so a failure half way
+     * leaves every array at least ix->cap long and the index consistent. */
+    uint16_t *h = realloc(ix->h16, nc * d * sizeof *h);
+    if (!h)
         return MD_ERR_NOMEM;
-    ix->emb = emb;
+    ix->h16 = h;
+    int8_t *q = realloc(ix->q8, nc * d);
+    if (!q)
+        return MD_ERR_NOMEM;
+    ix->q8 = q;
+    float *f = realloc(ix->scale, nc * sizeof *f);
+    if (!f)
+        return MD_ERR_NOMEM;
+    ix->scale = f;
     long long *a = realloc(ix->vid, nc * sizeof *a);
     if (!a)
         return MD_ERR_NOMEM;
@@ -234,11 +444,34 @@ static md_status grow_rows(md_index *ix)
     return MD_OK;
 }
 
-md_status md_index_add(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
-                       const float *emb)
+/* Writes ROW's int8 copy from its halves: symmetric, one scale per row, so
+ * the largest value maps to +-127 and every value is off by at most scale/2. */
+static void quantise_row(md_index *ix, size_t row)
+{
+    const uint16_t *h = ix->h16 + row * (size_t)ix->dim;
+    int8_t *q = ix->q8 + row * (size_t)ix->dim;
+    float mx = 0;
+    for (int i = 0; i < ix->dim; i++) {
+        float a = fabsf(md_f16_to_f32(h[i]));
+        mx = a > mx ? a : mx;
+    }
+    float inv = mx > 0 ? 127.0f / mx : 0;
+    for (int i = 0; i < ix->dim; i++) {
+        long v = lrintf(md_f16_to_f32(h[i]) * inv);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    ix->scale[row] = mx / 127.0f;
+}
+
+/* Adds or replaces a row from F (floats) or H (halves); exactly one is set. */
+static md_status add_row(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
+                         const float *f, const uint16_t *h)
 {
     if (video_id <= 0 || seq < 0 || end_ms < start_ms)
         return MD_ERR_INVALID;
+    for (int i = 0; i < ix->dim; i++) /* checked before anything changes */
+        if (f ? !(fabsf(f[i]) <= 65504.0f) : (h[i] & 0x7c00u) == 0x7c00u)
+            return MD_ERR_INVALID;
     md_status s = MD_OK;
     pthread_rwlock_wrlock(&ix->lock);
     vid_entry *e;
@@ -267,7 +500,13 @@ md_status md_index_add(md_index *ix, long long video_id, int seq, long long star
         e->rows[pos] = (int)row;
         e->n++;
     }
-    memcpy(ix->emb + row * (size_t)ix->dim, emb, (size_t)ix->dim * sizeof *emb);
+    uint16_t *dst = ix->h16 + row * (size_t)ix->dim;
+    if (f)
+        for (int i = 0; i < ix->dim; i++)
+            dst[i] = md_f32_to_f16(f[i]);
+    else
+        memcpy(dst, h, (size_t)ix->dim * sizeof *h);
+    quantise_row(ix, row);
     ix->vid[row] = video_id;
     ix->seq[row] = seq;
     ix->t0[row] = start_ms;
@@ -275,6 +514,18 @@ md_status md_index_add(md_index *ix, long long video_id, int seq, long long star
 out:
     pthread_rwlock_unlock(&ix->lock);
     return s;
+}
+
+md_status md_index_add(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
+                       const float *emb)
+{
+    return add_row(ix, video_id, seq, start_ms, end_ms, emb, NULL);
+}
+
+md_status md_index_add_f16(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
+                           const uint16_t *emb)
+{
+    return add_row(ix, video_id, seq, start_ms, end_ms, NULL, emb);
 }
 
 static int cmp_int_desc(const void *a, const void *b)
@@ -292,10 +543,13 @@ void md_index_remove_video(md_index *ix, long long video_id)
     /* Highest rows first: the row moved into each hole then never belongs to
      * this video (its rows above the hole are already gone). */
     qsort(e->rows, (size_t)e->n, sizeof *e->rows, cmp_int_desc);
+    const size_t d = (size_t)ix->dim;
     for (int i = 0; i < e->n; i++) {
         size_t r = (size_t)e->rows[i], last = ix->n - 1;
         if (r != last) {
-            memcpy(ix->emb + r * (size_t)ix->dim, ix->emb + last * (size_t)ix->dim, (size_t)ix->dim * sizeof(float));
+            memcpy(ix->h16 + r * d, ix->h16 + last * d, d * sizeof *ix->h16);
+            memcpy(ix->q8 + r * d, ix->q8 + last * d, d);
+            ix->scale[r] = ix->scale[last];
             ix->vid[r] = ix->vid[last];
             ix->seq[r] = ix->seq[last];
             ix->t0[r] = ix->t0[last];
@@ -316,7 +570,8 @@ out:
 /* ---- retrieval --------------------------------------------------------- */
 
 typedef struct cand {
-    float s;
+    float s;      /* first-pass score during the scan; exact once re-scored */
+    float approx; /* first-pass score */
     int row;
 } cand;
 
@@ -366,27 +621,220 @@ static int cmp_ll(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Grows a moment around row PEAK of entry E (see search.h). Marks rows covered. */
-static md_moment grow_moment(const md_index *ix, const vid_entry *e, int peak, const float *scores, uint8_t *covered,
-                             float mean, float std)
+/* Exact scores: the query against a row's halves. */
+typedef struct scorer {
+    const md_index *ix;
+    const kernels *k; /* taken once per query: md_search_set_kernel may change the global */
+    const float *q;
+} scorer;
+
+static float row_score(const scorer *sc, int row)
+{
+    float s;
+    sc->k->scan_f16(sc->q, sc->ix->h16 + (size_t)row * sc->ix->dim, 1, sc->ix->dim, &s);
+    return s;
+}
+
+/* One thread's share of the first pass: rows [a, b), or list[a .. b) when
+ * there is a list; its best m candidates in heap, its score sums. */
+typedef struct scan_job {
+    const scorer *sc;
+    md_scan scan;
+    const int *list;
+    size_t a, b;
+    cand *heap;
+    int hn, m;
+    double sum, sum2;
+} scan_job;
+
+#define SCAN_BLOCK 256
+
+static void *scan_run(void *arg)
+{
+    scan_job *j = arg;
+    const md_index *ix = j->sc->ix;
+    const kernels *k = j->sc->k;
+    const float *q = j->sc->q;
+    const int dim = ix->dim;
+    const size_t d = (size_t)dim;
+    float buf[SCAN_BLOCK];
+    for (size_t i = j->a; i < j->b; i += SCAN_BLOCK) {
+        size_t cnt = j->b - i < SCAN_BLOCK ? j->b - i : SCAN_BLOCK;
+        if (!j->list && j->scan == MD_SCAN_EXACT) {
+            k->scan_f16(q, ix->h16 + i * d, cnt, dim, buf);
+        } else if (!j->list) {
+            k->scan_i8(q, ix->q8 + i * d, ix->scale + i, cnt, dim, buf);
+        } else {
+            for (size_t t = 0; t < cnt; t++) {
+                size_t r = (size_t)j->list[i + t];
+                if (j->scan == MD_SCAN_EXACT)
+                    k->scan_f16(q, ix->h16 + r * d, 1, dim, buf + t);
+                else
+                    k->scan_i8(q, ix->q8 + r * d, ix->scale + r, 1, dim, buf + t);
+            }
+        }
+        double sum = 0, sum2 = 0;
+        for (size_t t = 0; t < cnt; t++) {
+            float s = buf[t];
+            sum += s;
+            sum2 += (double)s * s;
+            if (j->hn < j->m || s > j->heap[0].s)
+                heap_push(j->heap, &j->hn, j->m, (cand){s, s, j->list ? j->list[i + t] : (int)(i + t)});
+        }
+        j->sum += sum;
+        j->sum2 += sum2;
+    }
+    return NULL;
+}
+
+/* Candidates for a query: the first pass over all rows (or P->videos' rows)
+ * on up to ix->threads threads, the best M of it re-scored exactly, sorted by
+ * exact score into *OUT (the caller's), *N_OUT of them; *SUM, *SUM2 of the
+ * first-pass scores of the *CNT rows scanned. Holds no lock itself. */
+static md_status first_pass(md_index *ix, const scorer *sc, const md_search_params *p, int m, cand **out, int *n_out,
+                            double *sum, double *sum2, long long *cnt)
+{
+    md_status s = MD_OK;
+    long long *ids = NULL;
+    int *list = NULL;
+    scan_job *jobs = NULL;
+    cand *all = NULL;
+    pthread_t *tids = NULL;
+    char *started = NULL;
+    int nt = 0;
+    *out = NULL;
+    *n_out = 0;
+    *sum = *sum2 = 0;
+    *cnt = 0;
+    size_t total = ix->n;
+    if (p->videos && p->n_videos > 0) {
+        /* Only the filtered videos' rows are scanned: a filtered query costs
+         * what those videos hold, not what the library holds. */
+        if (!(ids = malloc((size_t)p->n_videos * sizeof *ids)))
+            return MD_ERR_NOMEM;
+        memcpy(ids, p->videos, (size_t)p->n_videos * sizeof *ids);
+        qsort(ids, (size_t)p->n_videos, sizeof *ids, cmp_ll);
+        total = 0;
+        for (int i = 0; i < p->n_videos; i++) {
+            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : find_video(ix, ids[i]);
+            total += e ? (size_t)e->n : 0;
+        }
+        if (total && !(list = malloc(total * sizeof *list))) {
+            s = MD_ERR_NOMEM;
+            goto out;
+        }
+        total = 0;
+        for (int i = 0; i < p->n_videos; i++) {
+            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : find_video(ix, ids[i]);
+            for (int r = 0; e && r < e->n; r++)
+                list[total++] = e->rows[r];
+        }
+    }
+    if (total == 0 || m <= 0)
+        goto out;
+    size_t max_nt = total * (size_t)ix->dim / MIN_VALUES_PER_THREAD;
+    nt = __atomic_load_n(&ix->threads, __ATOMIC_RELAXED);
+    nt = (size_t)nt > max_nt ? (int)max_nt : nt;
+    nt = nt < 1 ? 1 : nt;
+    jobs = calloc((size_t)nt, sizeof *jobs);
+    all = malloc((size_t)nt * (size_t)m * sizeof *all);
+    tids = calloc((size_t)nt, sizeof *tids);
+    started = calloc((size_t)nt, 1);
+    if (!jobs || !all || !tids || !started) {
+        s = MD_ERR_NOMEM;
+        goto out;
+    }
+    for (int t = 0; t < nt; t++)
+        jobs[t] = (scan_job){.sc = sc,
+                             .scan = p->scan,
+                             .list = list,
+                             .a = total * (size_t)t / (size_t)nt,
+                             .b = total * (size_t)(t + 1) / (size_t)nt,
+                             .heap = all + (size_t)t * m,
+                             .m = m};
+    /* Threads per query rather than a pool: starting one costs tens of
+     * microseconds against milliseconds of scanning, and nothing outlives the
+     * call. A thread that cannot start has its share run here. */
+    for (int t = 1; t < nt; t++)
+        started[t] = pthread_create(&tids[t], NULL, scan_run, &jobs[t]) == 0;
+    scan_run(&jobs[0]);
+    for (int t = 1; t < nt; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            scan_run(&jobs[t]);
+    }
+    int n = 0;
+    for (int t = 0; t < nt; t++) {
+        *sum += jobs[t].sum;
+        *sum2 += jobs[t].sum2;
+        memmove(all + n, jobs[t].heap, (size_t)jobs[t].hn * sizeof *all);
+        n += jobs[t].hn;
+    }
+    *cnt = (long long)total;
+    /* The best M over all threads (by first-pass score), then exact scores. */
+    qsort(all, (size_t)n, sizeof *all, cmp_cand_desc);
+    n = n < m ? n : m;
+    if (p->scan != MD_SCAN_EXACT) {
+        for (int i = 0; i < n; i++)
+            all[i].s = row_score(sc, all[i].row);
+        qsort(all, (size_t)n, sizeof *all, cmp_cand_desc);
+    }
+    *out = all;
+    *n_out = n;
+    all = NULL;
+out:
+    free(ids);
+    free(list);
+    free(jobs);
+    free(all);
+    free(tids);
+    free(started);
+    return s;
+}
+
+/* Candidates to re-score and grow: max(256, 4 (offset + k)), at most N. */
+static int candidates(const md_search_params *p, size_t n)
+{
+    long long m = 4LL * ((long long)p->offset + p->k);
+    m = m < MIN_CANDIDATES ? MIN_CANDIDATES : m;
+    return (int)(m > (long long)n ? (long long)n : m);
+}
+
+#define COVERED(c, r) ((c)[(size_t)(r) >> 3] & (1u << ((r) & 7)))
+#define COVER(c, r) ((c)[(size_t)(r) >> 3] |= (uint8_t)(1u << ((r) & 7)))
+
+/* Grows a moment around row PEAK (exact score PS) of entry E (see search.h),
+ * scoring the neighbours it visits exactly. Marks rows covered. */
+static md_moment grow_moment(const md_index *ix, const scorer *sc, const vid_entry *e, int peak, float ps,
+                             uint8_t *covered, float mean, float std)
 {
     int p = find_seq(ix, e, ix->seq[peak]);
-    float ps = scores[peak], thr = mean + (ps - mean) / 2, rise = (ps - mean) / 4;
+    float thr = mean + (ps - mean) / 2, rise = (ps - mean) / 4, prev_s = ps;
     int lo = p, hi = p;
     for (int j = p - 1; j >= 0; j--) {
         int r = e->rows[j], prev = e->rows[j + 1];
-        if (covered[r] || ix->seq[r] != ix->seq[prev] - 1 || scores[r] < thr || scores[r] > scores[prev] + rise)
+        if (COVERED(covered, r) || ix->seq[r] != ix->seq[prev] - 1)
+            break;
+        float s = row_score(sc, r);
+        if (s < thr || s > prev_s + rise)
             break;
         lo = j;
+        prev_s = s;
     }
+    prev_s = ps;
     for (int j = p + 1; j < e->n; j++) {
         int r = e->rows[j], prev = e->rows[j - 1];
-        if (covered[r] || ix->seq[r] != ix->seq[prev] + 1 || scores[r] < thr || scores[r] > scores[prev] + rise)
+        if (COVERED(covered, r) || ix->seq[r] != ix->seq[prev] + 1)
+            break;
+        float s = row_score(sc, r);
+        if (s < thr || s > prev_s + rise)
             break;
         hi = j;
+        prev_s = s;
     }
     for (int j = lo; j <= hi; j++)
-        covered[e->rows[j]] = 1;
+        COVER(covered, e->rows[j]);
     md_moment m = {.video_id = ix->vid[peak],
                    .start_ms = ix->t0[e->rows[lo]],
                    .end_ms = ix->t1[e->rows[hi]],
@@ -401,49 +849,21 @@ static md_moment grow_moment(const md_index *ix, const vid_entry *e, int peak, c
 md_status md_index_search(md_index *ix, const float *query, const md_search_params *p, md_search_result *out)
 {
     md_status s = MD_OK;
-    float *scores = NULL;
     uint8_t *covered = NULL;
-    cand *heap = NULL;
-    long long *filter = NULL;
+    cand *cands = NULL;
+    int nc = 0;
     memset(out, 0, sizeof *out);
     if (p->k < 0 || p->offset < 0)
         return MD_ERR_INVALID;
+    const scorer sc = {ix, kern(), query};
     pthread_rwlock_rdlock(&ix->lock);
     size_t n = ix->n;
     if (n == 0)
         goto out;
-    scores = malloc(n * sizeof *scores);
-    covered = calloc(n, 1);
-    int m = p->offset + p->k;
-    m = m * 4 < 64 ? 64 : m * 4;
-    heap = malloc((size_t)m * sizeof *heap);
-    if (!scores || !covered || !heap) {
-        s = MD_ERR_NOMEM;
+    double sum, sum2;
+    long long cnt;
+    if ((s = first_pass(ix, &sc, p, candidates(p, n), &cands, &nc, &sum, &sum2, &cnt)) != MD_OK)
         goto out;
-    }
-    if (p->videos && p->n_videos > 0) {
-        if (!(filter = malloc((size_t)p->n_videos * sizeof *filter))) {
-            s = MD_ERR_NOMEM;
-            goto out;
-        }
-        memcpy(filter, p->videos, (size_t)p->n_videos * sizeof *filter);
-        qsort(filter, (size_t)p->n_videos, sizeof *filter, cmp_ll);
-    }
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, ix->dim, 1.0f, ix->emb, ix->dim, query, 1, 0.0f, scores, 1);
-
-    double sum = 0, sum2 = 0;
-    long long cnt = 0;
-    int hn = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (filter && !bsearch(&ix->vid[i], filter, (size_t)p->n_videos, sizeof *filter, cmp_ll)) {
-            covered[i] = 1; /* outside the filter: never part of a moment */
-            continue;
-        }
-        sum += scores[i];
-        sum2 += (double)scores[i] * scores[i];
-        cnt++;
-        heap_push(heap, &hn, m, (cand){scores[i], (int)i});
-    }
     out->scored = cnt;
     if (!cnt)
         goto out;
@@ -451,26 +871,27 @@ md_status md_index_search(md_index *ix, const float *query, const md_search_para
     out->mean = (float)mean;
     out->std = (float)(var > 0 ? sqrt(var) : 0);
     out->z_needed = z_needed(cnt);
-    qsort(heap, (size_t)hn, sizeof *heap, cmp_cand_desc);
 
-    md_moment *all = malloc((size_t)hn * sizeof *all);
-    if (!all) {
+    covered = calloc((n + 7) / 8, 1);
+    md_moment *all = malloc((size_t)(nc ? nc : 1) * sizeof *all);
+    if (!covered || !all) {
+        free(all);
         s = MD_ERR_NOMEM;
         goto out;
     }
     int na = 0;
-    for (int i = 0; i < hn; i++) {
-        int row = heap[i].row;
-        if (covered[row])
+    for (int i = 0; i < nc; i++) {
+        int row = cands[i].row;
+        if (COVERED(covered, row))
             continue;
         const vid_entry *e = find_video(ix, ix->vid[row]);
-        md_moment mo = grow_moment(ix, e, row, scores, covered, out->mean, out->std);
+        md_moment mo = grow_moment(ix, &sc, e, row, cands[i].s, covered, out->mean, out->std);
         if (mo.score >= p->min_score)
             all[na++] = mo;
     }
     out->total = na;
     out->confident = na > 0 && all[0].z >= out->z_needed;
-    int from = p->offset < na ? p->offset : na, to = from + p->k < na ? from + p->k : na;
+    int from = p->offset < na ? p->offset : na, to = p->k < na - from ? from + p->k : na;
     out->n = to - from;
     memmove(all, all + from, (size_t)out->n * sizeof *all);
     out->moments = all;
@@ -489,17 +910,15 @@ md_status md_index_search(md_index *ix, const float *query, const md_search_para
         all[i].n_segs = all[i].last_seq - all[i].first_seq + 1;
         for (int j = 0; j < all[i].n_segs; j++) {
             int r = e->rows[p0 + j];
-            out->segs[nsegs++] = (md_segment_hit){ix->seq[r], ix->t0[r], ix->t1[r], scores[r]};
+            out->segs[nsegs++] = (md_segment_hit){ix->seq[r], ix->t0[r], ix->t1[r], row_score(&sc, r)};
         }
     }
 out:
     pthread_rwlock_unlock(&ix->lock);
     if (s != MD_OK)
         md_search_result_free(out);
-    free(scores);
     free(covered);
-    free(heap);
-    free(filter);
+    free(cands);
     return s;
 }
 
@@ -512,6 +931,31 @@ void md_search_result_free(md_search_result *r)
     r->moments = NULL;
     r->segs = NULL;
     r->n = 0;
+}
+
+md_status md_index_top_segments(md_index *ix, const float *query, const md_search_params *p, md_segment_score *out,
+                                int *n_out)
+{
+    md_status s = MD_OK;
+    cand *cands = NULL;
+    int nc = 0;
+    *n_out = 0;
+    if (p->k < 0 || p->offset < 0)
+        return MD_ERR_INVALID;
+    const scorer sc = {ix, kern(), query};
+    pthread_rwlock_rdlock(&ix->lock);
+    double sum, sum2;
+    long long cnt;
+    if (ix->n && (s = first_pass(ix, &sc, p, candidates(p, ix->n), &cands, &nc, &sum, &sum2, &cnt)) == MD_OK) {
+        for (int i = p->offset; i < nc && *n_out < p->k && cands[i].s >= p->min_score; i++) {
+            int r = cands[i].row;
+            out[(*n_out)++] = (md_segment_score){ix->vid[r], ix->seq[r], ix->t0[r], ix->t1[r], cands[i].s,
+                                                 cands[i].approx};
+        }
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    free(cands);
+    return s;
 }
 
 /* ---- grounding --------------------------------------------------------- */
@@ -543,7 +987,7 @@ md_status md_index_ground(md_index *ix, long long video_id, const float *query, 
         s = MD_ERR_NOT_FOUND;
         goto out;
     }
-    int n = e->n, dim = ix->dim;
+    int n = e->n;
     raw = malloc((size_t)n * sizeof *raw);
     sm = malloc((size_t)n * sizeof *sm);
     t0 = malloc((size_t)n * sizeof *t0);
@@ -554,9 +998,10 @@ md_status md_index_ground(md_index *ix, long long video_id, const float *query, 
         s = MD_ERR_NOMEM;
         goto out;
     }
+    const scorer sc = {ix, kern(), query};
     for (int i = 0; i < n; i++) {
         int r = e->rows[i];
-        raw[i] = cblas_sdot(dim, ix->emb + (size_t)r * dim, 1, query, 1);
+        raw[i] = row_score(&sc, r);
         t0[i] = ix->t0[r];
         t1[i] = ix->t1[r];
         lens[i] = t1[i] - t0[i];
@@ -584,7 +1029,7 @@ md_status md_index_ground(md_index *ix, long long video_id, const float *query, 
     double nsum = 0, nsum2 = 0;
     long long ncnt = 0;
     for (size_t r = 0; r < total; r += step) {
-        double v = cblas_sdot(dim, ix->emb + r * (size_t)dim, 1, query, 1);
+        double v = row_score(&sc, (int)r);
         nsum += v;
         nsum2 += v * v;
         ncnt++;

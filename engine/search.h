@@ -3,9 +3,22 @@
  *
  * One md_index holds every segment embedding of ONE model (queries never mix
  * embedding spaces: the library keeps one index per model and loads it from
- * SQLite at start). Rows are float32, L2-normalised, dim values each; scoring
- * is one matrix-vector product (OpenBLAS sgemv) over all rows, so a query
- * costs one pass over rows x dim x 4 bytes of memory.
+ * SQLite at start). Rows are L2-normalised, dim values each, kept twice:
+ *
+ *   - as IEEE halves (2 bytes a value): the stored vector. SQLite keeps fp16
+ *     embeddings, so this loses nothing against the database, and an index
+ *     answers the same before and after a restart. Every score a search or
+ *     grounding returns is computed exactly (float accumulation) from these.
+ *   - as int8 with one float scale per row (1 byte a value): the first pass.
+ *
+ * A query is memory-bound: it streams every row once. The first pass scans the
+ * int8 rows (a quarter of float32's traffic; 512 MB for 1M x 512) with SIMD
+ * (AVX2 + FMA when the CPU has it, chosen at run time; plain C otherwise) on
+ * md_index_set_threads threads over row ranges, keeps the best
+ * max(256, 4 (offset + k)) candidates, and re-scores them exactly from the
+ * halves; moments then grow over neighbours scored exactly too. MD_SCAN_EXACT
+ * scans the halves instead (the reference; twice the traffic). Memory: about
+ * 3 dim + 32 bytes a segment (1.57 GB per million at dim 512).
  *
  *   md_index *ix; md_index_new(512, &ix);
  *   md_index_add(ix, video_id, seq, start_ms, end_ms, emb);     // as segments are committed
@@ -15,7 +28,9 @@
  *   md_search_result_free(&r);
  *
  * Scores. Every segment gets its raw cosine s with the query. Over all scored
- * segments we take the mean m and standard deviation d; the normalised score of
+ * segments we take the mean m and standard deviation d (with MD_SCAN_INT8 from
+ * the first-pass scores, whose error, about 3e-4 on a cosine, moves m and d by
+ * far less than the 1e-3 a client sees); the normalised score of
  * a segment is z = (s - m) / d. A result is "confident" when the best z reaches
  * max(3, sqrt(2 ln n)) - the size the largest of n pure-noise scores is
  * expected to have - i.e. when something stands out of the crowd rather than
@@ -36,6 +51,8 @@
 
 #include "status.h"
 
+#include <stdint.h>
+
 typedef struct md_index md_index;
 
 md_status md_index_new(int dim, md_index **out);
@@ -44,17 +61,33 @@ int md_index_dim(const md_index *ix);
 long long md_index_count(md_index *ix);
 /* Bytes of memory the index holds (embeddings and bookkeeping). */
 size_t md_index_bytes(md_index *ix);
+/* Threads one search scans with (N <= 0: the online CPUs, at most 16); small
+ * indexes use fewer (a thread gets at least 4M values). Returns the number now
+ * in effect. Safe at any time. */
+int md_index_set_threads(md_index *ix, int n);
+/* The first-pass kernel in use: "avx2" or "scalar". */
+const char *md_search_kernel(void);
+/* Forces the kernel ("avx2", "scalar") for tests and benchmarks; process-wide.
+ * MD_ERR_UNSUPPORTED when this CPU lacks it. Searches running meanwhile may
+ * mix kernels (scores then differ in the last bits, nothing worse). */
+md_status md_search_set_kernel(const char *name);
 
 /* Adds segment SEQ (0, 1, ... in time order) of VIDEO_ID, or replaces it when
- * that (video, seq) exists. EMB: dim floats, copied. */
+ * that (video, seq) exists. EMB: dim floats, copied and rounded to halves
+ * (nearest even). MD_ERR_INVALID for a value that is not finite or beyond the
+ * half range (|v| > 65504). */
 md_status md_index_add(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
                        const float *emb);
+/* The same from dim IEEE halves (as SQLite stores them, host order), kept
+ * bit for bit. MD_ERR_INVALID for Inf or NaN. */
+md_status md_index_add_f16(md_index *ix, long long video_id, int seq, long long start_ms, long long end_ms,
+                           const uint16_t *emb);
 /* Removes every segment of VIDEO_ID (no-op when it has none). */
 void md_index_remove_video(md_index *ix, long long video_id);
 /* Segments held for VIDEO_ID. */
 int md_index_video_segments(md_index *ix, long long video_id);
 /* Copies the embedding of VIDEO_ID's segment that contains time T_MS (the last
- * one starting at or before T_MS) into EMB, with its times. MD_ERR_NOT_FOUND
+ * one starting at or before T_MS) into EMB (dim floats: the stored halves), with its times. MD_ERR_NOT_FOUND
  * when the video has no segments or T_MS is past its end. */
 md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, float *emb, long long *start_ms,
                           long long *end_ms);
@@ -75,12 +108,19 @@ typedef struct md_segment_hit {
     float score;
 } md_segment_hit;
 
+/* How a search finds its candidates (see the top of this file). */
+typedef enum md_scan {
+    MD_SCAN_INT8 = 0, /* default: int8 first pass, candidates and moments re-scored exactly */
+    MD_SCAN_EXACT     /* every segment scored exactly from the halves */
+} md_scan;
+
 typedef struct md_search_params {
     int k;                    /* moments to return (after offset) */
     int offset;               /* pagination: moments to skip */
     float min_score;          /* drop moments whose peak cosine is below (default -1: none) */
-    const long long *videos;  /* restrict to these videos (NULL: all) */
+    const long long *videos;  /* restrict to these videos (NULL: all); only their rows are scanned */
     int n_videos;
+    md_scan scan;             /* default MD_SCAN_INT8 */
 } md_search_params;
 
 md_search_params md_search_default_params(void);
@@ -98,6 +138,22 @@ typedef struct md_search_result {
 
 md_status md_index_search(md_index *ix, const float *query, const md_search_params *p, md_search_result *out);
 void md_search_result_free(md_search_result *r);
+
+/* One segment of a ranking without moments. */
+typedef struct md_segment_score {
+    long long video_id;
+    int seq;
+    long long start_ms, end_ms;
+    float score;  /* exact cosine with the stored vector */
+    float approx; /* the first-pass score that selected it (== score with MD_SCAN_EXACT) */
+} md_segment_score;
+
+/* The best segments by exact score, not grouped into moments: ranks
+ * [offset, offset + k) honouring videos, min_score and scan, written to OUT
+ * (room for p->k), their number to *N_OUT. For raw hits and for measuring the
+ * first pass's recall. */
+md_status md_index_top_segments(md_index *ix, const float *query, const md_search_params *p, md_segment_score *out,
+                                int *n_out);
 
 typedef struct md_ground_params {
     int top_n;          /* moments to return */

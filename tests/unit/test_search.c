@@ -1,13 +1,16 @@
 /* test_search.c - retrieval and grounding on planted embedding sequences (no
  * model): a query planted into a run of segments comes back as exactly that
  * moment; separate runs stay separate; noise gives "no confident match";
- * filters, pagination, deletion and concurrent use. */
+ * filters, pagination, deletion and concurrent use. The int8 first pass gives
+ * the same moments and bit-identical scores as the exact scan; returned scores
+ * are the exact cosines with the stored halves; both kernels agree. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/safetensors.h"
 #include "../../engine/search.h"
 #include "harness.h"
 
@@ -313,6 +316,227 @@ static void test_concurrent_use(void)
     md_index_free(ix);
 }
 
+/* ---- the int8 first pass ------------------------------------------------ */
+
+static void unit_n(float *v, int dim)
+{
+    double s = 0;
+    for (int i = 0; i < dim; i++) {
+        v[i] = frand();
+        s += v[i] * v[i];
+    }
+    for (int i = 0; i < dim; i++)
+        v[i] /= (float)sqrt(s);
+}
+
+/* VIDEOS x SEGS segments of dimension DIM: noise, with Q mixed into runs of
+ * video 3 (strong), 11 (medium) and 17 (two weak runs) and a slowly drifting
+ * "topic" per video so that neighbours are correlated as in real footage. */
+static md_index *build_big(int dim, int videos, int segs, const float *q)
+{
+    md_index *ix = NULL;
+    CHECK_EQ_INT(md_index_new(dim, &ix), MD_OK);
+    float *v = malloc((size_t)dim * sizeof *v), *topic = malloc((size_t)dim * sizeof *topic);
+    for (long long vid = 1; vid <= videos; vid++) {
+        unit_n(topic, dim);
+        for (int s = 0; s < segs; s++) {
+            unit_n(v, dim);
+            float w = 0;
+            if (vid == 3 && s >= 100 && s <= 104)
+                w = 3.0f;
+            if (vid == 11 && s >= 7 && s <= 9)
+                w = 1.0f;
+            if (vid == 17 && ((s >= 50 && s <= 52) || (s >= 60 && s <= 61)))
+                w = 0.6f;
+            double n2 = 0;
+            for (int i = 0; i < dim; i++) {
+                v[i] = v[i] + topic[i] + w * q[i];
+                n2 += v[i] * v[i];
+            }
+            for (int i = 0; i < dim; i++)
+                v[i] /= (float)sqrt(n2);
+            CHECK_EQ_INT(md_index_add(ix, vid, s, (long long)s * SEG_MS, (long long)(s + 1) * SEG_MS, v), MD_OK);
+        }
+    }
+    free(v);
+    free(topic);
+    return ix;
+}
+
+/* Exact cosine of Q with the stored (half) vector of VIDEO's segment SEQ, in double. */
+static double stored_dot(md_index *ix, long long video, int seq, const float *q, int dim)
+{
+    float *e = malloc((size_t)dim * sizeof *e);
+    double d = 0;
+    if (md_index_lookup(ix, video, (long long)seq * SEG_MS, e, NULL, NULL) == MD_OK)
+        for (int i = 0; i < dim; i++)
+            d += (double)e[i] * q[i];
+    else
+        d = NAN;
+    free(e);
+    return d;
+}
+
+static void check_int8_matches_exact(int dim, int videos, int segs)
+{
+    float *q = malloc((size_t)dim * sizeof *q);
+    unit_n(q, dim);
+    md_index *ix = build_big(dim, videos, segs, q);
+    md_index_set_threads(ix, 4); /* threads even on a one-CPU machine (the size allows two) */
+    md_search_params pe = md_search_default_params(), pi = pe;
+    pe.scan = MD_SCAN_EXACT;
+    pe.k = pi.k = 20;
+    md_search_result re, ri;
+    CHECK_EQ_INT(md_index_search(ix, q, &pe, &re), MD_OK);
+    CHECK_EQ_INT(md_index_search(ix, q, &pi, &ri), MD_OK);
+    CHECK_EQ_INT(ri.n, re.n);
+    CHECK_EQ_INT(ri.scored, (long long)videos * segs);
+    CHECK(fabsf(ri.mean - re.mean) < 1e-3f && fabsf(ri.std - re.std) < 1e-3f * re.std + 1e-4f);
+    for (int i = 0; i < ri.n && i < re.n; i++) {
+        md_moment *a = &ri.moments[i], *b = &re.moments[i];
+        CHECK_EQ_INT(a->video_id, b->video_id);
+        CHECK_EQ_INT(a->first_seq, b->first_seq);
+        CHECK_EQ_INT(a->last_seq, b->last_seq);
+        CHECK_EQ_INT(a->peak_seq, b->peak_seq);
+        CHECK(a->score == b->score); /* re-scored exactly: bit for bit */
+        CHECK(fabsf(a->z - b->z) < 0.05f);
+        CHECK(fabs(a->score - stored_dot(ix, a->video_id, a->peak_seq, q, dim)) < 1e-5);
+        for (int j = 0; j < a->n_segs && j < b->n_segs; j++)
+            CHECK(ri.segs[a->seg0 + j].score == re.segs[b->seg0 + j].score);
+    }
+    /* The planted runs come first, each exactly. */
+    CHECK(ri.n >= 4);
+    if (ri.n >= 4) {
+        CHECK(ri.moments[0].video_id == 3 && ri.moments[0].first_seq == 100 && ri.moments[0].last_seq == 104);
+        CHECK(ri.moments[1].video_id == 11 && ri.moments[1].first_seq == 7 && ri.moments[1].last_seq == 9);
+        CHECK(ri.confident);
+        int weak = 0; /* video 17's two weak runs stay two moments (at dim 100 they drown in the topics) */
+        for (int i = 2; i < ri.n; i++)
+            weak += ri.moments[i].video_id == 17 && ri.moments[i].last_seq - ri.moments[i].first_seq <= 2;
+        CHECK(dim < 256 || weak == 2);
+    }
+    md_search_result_free(&re);
+    md_search_result_free(&ri);
+
+    /* Raw segment ranking: the same segments, the same exact scores; the
+     * first-pass score is close. */
+    enum { K = 50 };
+    md_segment_score se[K], si[K];
+    int ne, ni;
+    pe.k = pi.k = K;
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &pe, se, &ne), MD_OK);
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &pi, si, &ni), MD_OK);
+    CHECK_EQ_INT(ne, K);
+    CHECK_EQ_INT(ni, K);
+    float worst = 0;
+    for (int i = 0; i < ne && i < ni; i++) {
+        CHECK(si[i].video_id == se[i].video_id && si[i].seq == se[i].seq);
+        CHECK(si[i].score == se[i].score && se[i].approx == se[i].score);
+        CHECK(i == 0 || si[i].score <= si[i - 1].score);
+        float err = fabsf(si[i].approx - si[i].score);
+        worst = err > worst ? err : worst;
+    }
+    CHECK(worst < 0.01f);
+    CHECK(worst > 0); /* the first pass really is the int8 one */
+    /* Pagination and min_score on the ranking. */
+    pi.k = 5;
+    pi.offset = 3;
+    pi.min_score = se[5].score;
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &pi, si, &ni), MD_OK);
+    CHECK_EQ_INT(ni, 3);
+    CHECK(ni == 3 && si[0].seq == se[3].seq && si[2].seq == se[5].seq && si[0].video_id == se[3].video_id);
+
+    /* One thread or several: the same answer. */
+    md_index_set_threads(ix, 1);
+    pi = md_search_default_params();
+    pi.k = K;
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &pi, si, &ni), MD_OK);
+    for (int i = 0; i < ni && i < ne; i++)
+        CHECK(si[i].score == se[i].score && si[i].seq == se[i].seq);
+    CHECK_EQ_INT(md_index_set_threads(ix, 4), 4);
+    md_index_free(ix);
+    free(q);
+}
+
+static void test_int8_matches_exact(void)
+{
+    /* 16800 x 512: over 2 x 4M values, so the first pass runs on threads. */
+    check_int8_matches_exact(512, 40, 420);
+    /* A width that is not a multiple of the SIMD blocks. */
+    check_int8_matches_exact(100, 30, 200);
+}
+
+static void test_kernels_agree(void)
+{
+    const char *def = md_search_kernel();
+    CHECK(strcmp(def, "avx2") == 0 || strcmp(def, "scalar") == 0);
+    CHECK_EQ_INT(md_search_set_kernel("nonsense"), MD_ERR_UNSUPPORTED);
+    enum { D = 77, K = 30 };
+    float q[D];
+    unit_n(q, D);
+    md_index *ix = build_big(D, 20, 150, q);
+    md_search_params p = md_search_default_params();
+    p.k = K;
+    md_segment_score a[K], b[K];
+    int na, nb;
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &p, a, &na), MD_OK);
+    CHECK_EQ_INT(md_search_set_kernel("scalar"), MD_OK);
+    CHECK_EQ_INT(md_index_top_segments(ix, q, &p, b, &nb), MD_OK);
+    CHECK_EQ_INT(md_search_set_kernel(def), MD_OK);
+    CHECK_EQ_INT(na, nb);
+    for (int i = 0; i < na && i < nb; i++) {
+        CHECK(a[i].video_id == b[i].video_id && a[i].seq == b[i].seq);
+        CHECK(fabsf(a[i].score - b[i].score) < 1e-5f && fabsf(a[i].approx - b[i].approx) < 1e-5f);
+        CHECK(fabs(b[i].score - stored_dot(ix, b[i].video_id, b[i].seq, q, D)) < 1e-5);
+    }
+    CHECK_EQ_INT(strcmp(md_search_kernel(), def), 0);
+    md_index_free(ix);
+}
+
+static void test_halves(void)
+{
+    md_index *ix;
+    CHECK_EQ_INT(md_index_new(DIM, &ix), MD_OK);
+    float v[DIM], back[DIM];
+    uint16_t h[DIM];
+    random_unit(v);
+    for (int i = 0; i < DIM; i++)
+        h[i] = md_f32_to_f16(v[i]);
+    CHECK_EQ_INT(md_index_add_f16(ix, 1, 0, 0, 1000, h), MD_OK);
+    CHECK_EQ_INT(md_index_add(ix, 2, 0, 0, 1000, v), MD_OK);
+    /* Both keep the halves bit for bit: floats are rounded to nearest even. */
+    CHECK_EQ_INT(md_index_lookup(ix, 1, 0, back, NULL, NULL), MD_OK);
+    int same = 1;
+    for (int i = 0; i < DIM; i++)
+        same &= back[i] == md_f16_to_f32(h[i]);
+    CHECK(same);
+    CHECK_EQ_INT(md_index_lookup(ix, 2, 0, back, NULL, NULL), MD_OK);
+    for (int i = 0; i < DIM; i++)
+        same &= back[i] == md_f16_to_f32(h[i]);
+    CHECK(same);
+    /* The score is the exact cosine with the stored vector, within half rounding of the float one. */
+    md_segment_score s[2];
+    int n;
+    md_search_params p = md_search_default_params();
+    CHECK_EQ_INT(md_index_top_segments(ix, v, &p, s, &n), MD_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK(n == 2 && s[0].score == s[1].score && fabsf(s[0].score - 1.0f) < 5e-4f);
+    /* Not finite or out of the half range: refused, nothing changes. */
+    h[3] = 0x7c00; /* +Inf */
+    CHECK_EQ_INT(md_index_add_f16(ix, 3, 0, 0, 1000, h), MD_ERR_INVALID);
+    h[3] = 0x7e00; /* NaN */
+    CHECK_EQ_INT(md_index_add_f16(ix, 3, 0, 0, 1000, h), MD_ERR_INVALID);
+    v[5] = NAN;
+    CHECK_EQ_INT(md_index_add(ix, 3, 0, 0, 1000, v), MD_ERR_INVALID);
+    v[5] = 70000.0f;
+    CHECK_EQ_INT(md_index_add(ix, 3, 0, 0, 1000, v), MD_ERR_INVALID);
+    CHECK_EQ_INT(md_index_count(ix), 2);
+    /* Memory: halves + int8 + bookkeeping per row of capacity. */
+    CHECK(md_index_bytes(ix) >= 1024 * (size_t)(3 * DIM + 4));
+    CHECK(md_index_bytes(ix) < 1024 * (size_t)(3 * DIM + 64) + 65536);
+    md_index_free(ix);
+}
+
 int main(void)
 {
     RUN(test_planted_run_is_the_moment);
@@ -321,5 +545,8 @@ int main(void)
     RUN(test_filters_pagination_delete);
     RUN(test_empty_index);
     RUN(test_concurrent_use);
+    RUN(test_int8_matches_exact);
+    RUN(test_kernels_agree);
+    RUN(test_halves);
     return md_test_summary("test_search");
 }
