@@ -27,9 +27,9 @@ else
   NVCC := $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 endif
 
-ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c
+ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c
 VIDEO_SRC  := video/probe.c video/decode.c video/preprocess.c
-SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
+SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c server/cli.c
 MAIN_SRC   := server/main.c
 LIB_SRC    := $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC)
 
@@ -51,7 +51,7 @@ OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 
-UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer
+UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all test unit e2e asan clean build-info
@@ -95,6 +95,18 @@ test: all unit e2e
 asan:
 	$(MAKE) BUILD=build-asan BIN=build-asan/momentd OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 		build-asan/momentd unit
+
+# CLIP benchmark (not a test): momentd vs transformers + PyTorch, fp32, on a random full-size
+# ViT-B/32 generated in a temporary directory; needs the reference venv (PYTHON).
+PYTHON        ?= /opt/mdref/bin/python
+BENCH_THREADS ?= $(shell nproc)
+.PHONY: bench-clip
+$(BUILD)/bench_clip: tests/bench/bench_clip.c $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+bench-clip: $(BUILD)/bench_clip
+	$(PYTHON) tests/bench/bench_clip.py --bin $(BUILD)/bench_clip --threads $(BENCH_THREADS)
 
 clean:
 	rm -rf build build-asan momentd

@@ -123,6 +123,8 @@ out:
     return rc;
 }
 
+int md_cli_main(int argc, char **argv); /* server/cli.c: embed-text, embed-image; -1 for other commands */
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
@@ -134,6 +136,9 @@ int main(int argc, char **argv)
         printf("momentd %s (%s)\n", MD_VERSION, MD_BUILD);
         return 0;
     }
+    int cli_rc = md_cli_main(argc, argv);
+    if (cli_rc >= 0)
+        return cli_rc;
     if (strcmp(cmd, "serve") == 0)
         return serve(argc, argv, argc > 1 ? 2 : 1);
     if (cmd[0] == '-') {
