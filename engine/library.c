@@ -30,28 +30,14 @@
 #include <unistd.h>
 
 #include "../video/video.h"
+#include "library_internal.h"
 #include "log.h"
+#include "pipeline.h"
 #include "sha256.h"
 #include "store.h"
 
 #define MAX_INDEX_FILES 100000
 #define PROGRESS_COMMIT_S 0.25
-
-struct md_library {
-    md_library_params p;
-    char *data_dir;
-    char **roots;
-    char videos_dir[PATH_MAX], tmp_dir[PATH_MAX];
-
-    md_store *db; /* request side, under db_mu */
-    pthread_mutex_t db_mu;
-
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;
-    int stopping;
-    pthread_t *threads;
-    int n_threads;
-};
 
 struct md_upload {
     md_library *lib;
@@ -80,6 +66,13 @@ md_library_params md_library_default_params(void)
     p.workers = 2;
     p.max_upload = 4LL << 30;
     p.job_retries = 3;
+    p.sample_fps = 1.0;
+    static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    for (int i = 0; i < 3; i++) {
+        p.mean[i] = mean[i];
+        p.std[i] = std[i];
+    }
+    p.segment_frames = 4;
     return p;
 }
 
@@ -404,6 +397,9 @@ static int job_progress(void *ctx, long long done, long long total)
     if (is_stopping(c->lib))
         return 1;
     double now = md_mono_s();
+    /* With a model the probe is a short first step: progress is counted in frames by the pipeline. */
+    if (c->lib->clip)
+        return 0;
     if (now - c->last_commit >= PROGRESS_COMMIT_S || done == total) {
         c->last_commit = now;
         if (commit_progress(c, done, total)) {
@@ -484,8 +480,63 @@ static md_status save_probe(md_store *db, long long job_id, long long video_id, 
         md_store_rollback(db);
         return md_store_status(rc);
     }
-    finish_job(db, job_id, "done", NULL);
+    (void)job_id;
     return md_store_commit(db);
+}
+
+static int decode_interrupt(void *ctx)
+{
+    job_ctx *c = ctx;
+    return is_stopping(c->lib);
+}
+
+/* Decodes, samples and embeds the whole video into stored segments (pipeline.h).
+ * Resumes after the windows an earlier run committed. */
+static md_status index_frames(md_library *lib, md_store *db, job_ctx *c, long long video_id, const char *path,
+                              const md_video_info *vi, long long *n_segments, char *err, size_t errlen)
+{
+    md_video_decoder *dec = NULL;
+    md_pipeline *pl = NULL;
+    md_video_params vp = md_video_default_params();
+    vp.fps = lib->p.sample_fps;
+    vp.size = md_clip_image_size(lib->clip);
+    for (int i = 0; i < 3; i++) {
+        vp.mean[i] = lib->p.mean[i];
+        vp.std[i] = lib->p.std[i];
+    }
+    vp.interrupt = decode_interrupt;
+    vp.interrupt_ctx = c;
+    md_status s = md_video_decoder_open(path, &vp, vi, &dec, err, errlen);
+    if (s != MD_OK)
+        goto out;
+    if ((s = md_pipeline_begin(lib, db, video_id, c->job_id, md_video_decoder_expected(dec), 1000.0 / vp.fps, &pl,
+                               err, errlen)) != MD_OK)
+        goto out;
+    md_video_batch b;
+    for (;;) {
+        if ((s = md_video_decoder_next(dec, &b)) != MD_OK) {
+            snprintf(err, errlen, "%s", md_video_decoder_error(dec));
+            goto out;
+        }
+        if (b.n == 0)
+            break;
+        if ((s = md_pipeline_push(pl, &b, err, errlen)) != MD_OK)
+            goto out;
+    }
+    if ((s = md_pipeline_finish(pl, vi->duration_ms, err, errlen)) != MD_OK)
+        goto out;
+    md_video_decode_stats ds;
+    md_video_decoder_stats(dec, &ds);
+    if (ds.skipped_packets || ds.corrupt_frames)
+        md_warn("job %lld: %lld damaged packets skipped, %lld frames with concealed errors", c->job_id,
+                ds.skipped_packets, ds.corrupt_frames);
+    *n_segments = md_pipeline_segments(pl);
+out:
+    if (s == MD_ERR_CANCELLED && !is_stopping(lib))
+        c->deleted = 1;
+    md_pipeline_free(pl);
+    md_video_decoder_close(dec);
+    return s;
 }
 
 static void run_job(md_library *lib, md_store *db, long long job_id, long long video_id, const char *path)
@@ -505,17 +556,20 @@ static void run_job(md_library *lib, md_store *db, long long job_id, long long v
 
     md_video_info vi;
     char err[512] = "";
+    long long n_segments = 0;
     md_status s = md_video_probe(path, &vi, job_progress, &c, err, sizeof err);
+    if (s == MD_OK && save_probe(db, job_id, video_id, &vi) != MD_OK) {
+        md_error("job %lld: cannot save the probe: %s", job_id, sqlite3_errmsg(db->db));
+        snprintf(err, sizeof err, "could not save the results to the database");
+        s = MD_ERR_DB;
+    }
+    if (s == MD_OK && lib->clip)
+        s = index_frames(lib, db, &c, video_id, path, &vi, &n_segments, err, sizeof err);
     if (s == MD_OK) {
-        md_status ws = save_probe(db, job_id, video_id, &vi);
-        if (ws != MD_OK) {
-            md_error("job %lld: cannot save results: %s", job_id, sqlite3_errmsg(db->db));
-            finish_job(db, job_id, "failed", "could not save the results to the database");
-        } else {
-            md_info("job %lld: done in %.2f s (%s %dx%d, %.3f s, %lld packets, %lld corrupt)", job_id,
-                    md_mono_s() - t0, vi.codec, vi.width, vi.height, vi.duration_ms / 1000.0, vi.n_video_packets,
-                    vi.n_corrupt_packets);
-        }
+        finish_job(db, job_id, "done", NULL);
+        md_info("job %lld: done in %.2f s (%s %dx%d, %.3f s, %lld packets, %lld corrupt; %lld segments)", job_id,
+                md_mono_s() - t0, vi.codec, vi.width, vi.height, vi.duration_ms / 1000.0, vi.n_video_packets,
+                vi.n_corrupt_packets, n_segments);
     } else if (s == MD_ERR_CANCELLED && c.deleted) {
         md_info("job %lld: video was deleted, job dropped", job_id);
     } else if (s == MD_ERR_CANCELLED) {
@@ -612,7 +666,7 @@ static void clean_tmp(md_library *lib)
     struct dirent *de;
     int n = 0;
     while ((de = readdir(d))) {
-        if (strncmp(de->d_name, "upload-", 7) != 0)
+        if (strncmp(de->d_name, "upload-", 7) != 0 && strncmp(de->d_name, "query-", 6) != 0)
             continue;
         char p[PATH_MAX + 300];
         snprintf(p, sizeof p, "%s/%s", lib->tmp_dir, de->d_name);
@@ -684,6 +738,8 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_error
     }
     if ((s = recover_jobs(lib, e)) != MD_OK)
         goto out;
+    if ((s = md_model_open(lib, e)) != MD_OK)
+        goto out;
     *out = lib;
     return MD_OK;
 out:
@@ -715,6 +771,7 @@ void md_library_close(md_library *lib)
     for (int i = 0; i < lib->n_threads; i++)
         pthread_join(lib->threads[i], NULL);
     free(lib->threads);
+    md_model_close(lib);
     md_store_close(lib->db);
     for (int i = 0; lib->roots && i < lib->p.n_allowed_roots; i++)
         free(lib->roots[i]);
@@ -947,6 +1004,8 @@ md_status md_library_delete_video(md_library *lib, long long id, md_error *e)
     sqlite3_finalize(st);
     if (s == MD_OK && rc != SQLITE_DONE)
         s = db_fail(lib->db, e, rc, "deleting a video");
+    if (s == MD_OK && lib->index)
+        md_index_remove_video(lib->index, id); /* gone from results at once */
     /* Only files we stored are ours to remove; archive files indexed in place stay. */
     if (s == MD_OK && is_upload && unlink(path) != 0 && errno != ENOENT)
         md_warn("library: video %lld deleted but its file %s stays: %s", id, path, strerror(errno));

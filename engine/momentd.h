@@ -49,6 +49,13 @@ typedef struct md_library_params {
     int n_allowed_roots;
     int job_retries;        /* times an interrupted job is resumed before it fails */
     int debug_job_delay_ms; /* test hook: sleep at the start of each job */
+
+    /* The model. */
+    const char *model_dir;            /* Hugging Face CLIP checkpoint; NULL or "": the demo model */
+    const struct md_backend_i *backend; /* NULL: the CPU */
+    double sample_fps;                /* frames sampled per second of video: 1.0 */
+    float mean[3], std[3];            /* CLIP's normalisation (a checkpoint's preprocessor_config.json wins) */
+    int segment_frames;               /* frames per stored segment (k): 4 */
 } md_library_params;
 
 md_library_params md_library_default_params(void);
@@ -90,6 +97,38 @@ md_status md_library_delete_video(md_library *lib, long long id, md_error *e);
 md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_error *e);
 
 md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_error *e);
+
+/* Search. Exactly one of TEXT, IMAGE_PATH, or VIDEO_ID (> 0) with T_S gives the query:
+ * text, query by example with a picture (any image or video file FFmpeg reads: its first
+ * frame), or "more moments like" the segment of VIDEO_ID at T_S seconds. */
+typedef struct md_search_query {
+    const char *text;
+    const char *image_path;
+    long long video_id;
+    double t_s;
+    int k;                   /* moments wanted: 1..100 */
+    int offset;              /* pagination */
+    double min_score;        /* raw cosine floor; -1: none */
+    const long long *videos; /* restrict to these videos (NULL: all) */
+    int n_videos;
+} md_search_query;
+
+#define MD_MAX_QUERY_BYTES 1000
+
+/* *OUT: {"query", "model", "took_ms", "took_ms_encode", "segments_scored", "confident",
+ * "message", "total", "moments": [{"video_id", "video_name", "start", "end", "score", "z",
+ * "segments": [{"seq", "start", "end", "score"}]}]}. MD_ERR_INVALID for an empty or over-long
+ * query, MD_ERR_NOT_FOUND for an unknown video, MD_ERR_UNAVAILABLE without a model. */
+md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_error *e);
+
+/* Grounding: where in VIDEO_ID does TEXT happen. *OUT: {"video_id", "query", "model",
+ * "took_ms", "precision_s", "confident", "message", "moments": [{"start", "end", "score", "z"}],
+ * "curve": [...] when WITH_CURVE}. */
+md_status md_library_ground(md_library *lib, long long video_id, const char *text, int top_n, int with_curve,
+                            cJSON **out, md_error *e);
+
+/* {"status", "name", "dir", "demo", "meaningful", "description", "dim", "segments", ...} for /v1/health. */
+cJSON *md_library_model_json(md_library *lib);
 
 typedef struct md_library_stats {
     long long jobs_queued, jobs_running, jobs_done, jobs_failed;

@@ -49,7 +49,7 @@ static const setting SETTINGS[] = {
     {"job_retries", T_INT, "3", 0, 100, NULL, F(job_retries), 0,
      "times a job interrupted by a crash is resumed before it is failed"},
     {"debug_job_delay_ms", T_INT, "0", 0, 60000, NULL, F(debug_job_delay_ms), 0,
-     "test hook: sleep per job step (keep 0)"},
+     "test hook: pause before each job and after each committed window (keep 0)"},
 };
 #define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 

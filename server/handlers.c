@@ -69,12 +69,7 @@ static md_status h_health(md_req *r, md_error *e)
 #else
     cJSON_AddFalseToObject(b, "cuda_built");
 #endif
-    cJSON *m = cJSON_AddObjectToObject(o, "model");
-    /* The model pipeline arrives with later issues; until then jobs only probe videos. */
-    cJSON_AddStringToObject(m, "status", "none");
-    cJSON_AddBoolToObject(m, "meaningful", 0);
-    cJSON_AddStringToObject(m, "message",
-                            "no embedding model in this build yet: indexing probes videos (duration, streams) only");
+    cJSON_AddItemToObject(o, "model", md_library_model_json(srv->lib));
     cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)((md_mono_s() - srv->started_mono) * 10) / 10);
     cJSON_AddNumberToObject(o, "workers", (double)srv->cfg->workers);
     return reply_json(r, state == 1 ? 200 : 503, o);
@@ -207,6 +202,172 @@ static md_status h_index(md_req *r, md_error *e)
     return reply_json(r, queued ? 202 : 200, res);
 }
 
+/* ---- search and grounding -------------------------------------------- */
+
+/* A request option from the JSON body, the multipart form or the query string
+ * (in that order), as text; NULL when absent. BUF holds numbers printed from JSON. */
+static const char *opt(md_req *r, const char *name, char *buf, size_t len)
+{
+    cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, name) : NULL;
+    if (cJSON_IsString(j))
+        return j->valuestring;
+    if (cJSON_IsNumber(j)) {
+        snprintf(buf, len, "%.17g", j->valuedouble);
+        return buf;
+    }
+    if (cJSON_IsBool(j))
+        return cJSON_IsTrue(j) ? "1" : "0";
+    if (j && !cJSON_IsNull(j))
+        return ""; /* wrong JSON type: parsed as invalid below */
+    j = r->form ? cJSON_GetObjectItemCaseSensitive(r->form, name) : NULL;
+    if (cJSON_IsString(j))
+        return j->valuestring;
+    return md_query_str(r, name);
+}
+
+static md_status opt_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
+                         md_error *e)
+{
+    char buf[64];
+    const char *v = opt(r, name, buf, sizeof buf);
+    if (!v) {
+        *out = def;
+        return MD_OK;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || x != (double)(long long)x)
+        return md_fail(e, MD_ERR_INVALID, "'%s': '%s' is not a whole number", name, v);
+    if (x < (double)min || x > (double)max)
+        return md_fail(e, MD_ERR_INVALID, "'%s': %s is out of range [%lld, %lld]", name, v, min, max);
+    *out = (long long)x;
+    return MD_OK;
+}
+
+static md_status opt_num(md_req *r, const char *name, double def, double min, double max, double *out, md_error *e)
+{
+    char buf[64];
+    const char *v = opt(r, name, buf, sizeof buf);
+    if (!v) {
+        *out = def;
+        return MD_OK;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end || errno || !(x >= min && x <= max))
+        return md_fail(e, MD_ERR_INVALID, "'%s': '%s' is not a number in [%g, %g]", name, v, min, max);
+    *out = x;
+    return MD_OK;
+}
+
+#define MAX_FILTER_VIDEOS 1000
+
+/* video_ids: a JSON array of ids or a comma-separated list. */
+static md_status opt_ids(md_req *r, long long *ids, int *n, md_error *e)
+{
+    *n = 0;
+    cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, "video_ids") : NULL;
+    if (j && !cJSON_IsNull(j)) {
+        cJSON *x;
+        if (!cJSON_IsArray(j))
+            return md_fail(e, MD_ERR_INVALID, "'video_ids' must be an array of video ids");
+        cJSON_ArrayForEach(x, j)
+        {
+            if (!cJSON_IsNumber(x) || x->valuedouble < 1 || x->valuedouble != (double)(long long)x->valuedouble)
+                return md_fail(e, MD_ERR_INVALID, "'video_ids' must hold positive whole numbers");
+            if (*n >= MAX_FILTER_VIDEOS)
+                return md_fail(e, MD_ERR_INVALID, "'video_ids' holds more than %d ids", MAX_FILTER_VIDEOS);
+            ids[(*n)++] = (long long)x->valuedouble;
+        }
+        return MD_OK;
+    }
+    char buf[8];
+    const char *v = opt(r, "video_ids", buf, sizeof buf);
+    while (v && *v) {
+        char *end;
+        errno = 0;
+        long long id = strtoll(v, &end, 10);
+        if (end == v || errno || id < 1 || (*end && *end != ','))
+            return md_fail(e, MD_ERR_INVALID, "'video_ids' must be a comma-separated list of video ids");
+        if (*n >= MAX_FILTER_VIDEOS)
+            return md_fail(e, MD_ERR_INVALID, "'video_ids' holds more than %d ids", MAX_FILTER_VIDEOS);
+        ids[(*n)++] = id;
+        v = *end ? end + 1 : end;
+    }
+    return MD_OK;
+}
+
+static md_status h_search(md_req *r, md_error *e)
+{
+    long long ids[MAX_FILTER_VIDEOS];
+    md_search_query q = {0};
+    long long k, offset, video_id;
+    double t, min_score;
+    md_status st;
+    char buf[64];
+    if (r->body_json && !cJSON_IsObject(r->body_json))
+        return md_fail(e, MD_ERR_INVALID, "expected a JSON object such as {\"q\": \"a dog jumps into a pool\"}");
+    if ((st = opt_int(r, "k", 10, 1, 100, &k, e)) != MD_OK || (st = opt_int(r, "offset", 0, 0, 10000, &offset, e)) != MD_OK ||
+        (st = opt_num(r, "min_score", -1, -1, 1, &min_score, e)) != MD_OK ||
+        (st = opt_int(r, "video_id", 0, 1, (long long)1 << 53, &video_id, e)) != MD_OK ||
+        (st = opt_num(r, "t", 0, 0, 1e9, &t, e)) != MD_OK || (st = opt_ids(r, ids, &q.n_videos, e)) != MD_OK)
+        return st;
+    for (const char *key = "q"; key; key = strcmp(key, "q") == 0 ? "text" : NULL) {
+        cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, key) : NULL;
+        if (j && !cJSON_IsString(j) && !cJSON_IsNull(j))
+            return md_fail(e, MD_ERR_INVALID, "'%s' must be a string", key);
+    }
+    q.text = opt(r, "q", buf, sizeof buf);
+    if (!q.text)
+        q.text = opt(r, "text", buf, sizeof buf);
+    if (r->mode == MD_BODY_QUERY) {
+        q.image_path = r->file_path;
+        q.text = NULL;
+    }
+    if (video_id && q.text && !q.text[0])
+        q.text = NULL;
+    q.video_id = video_id;
+    q.t_s = t;
+    q.k = (int)k;
+    q.offset = (int)offset;
+    q.min_score = min_score;
+    q.videos = q.n_videos ? ids : NULL;
+    if (!q.text && !q.image_path && !q.video_id)
+        return md_fail(e, MD_ERR_INVALID, "give a query: q=TEXT, a picture (multipart 'file'), or video_id and t");
+    if (video_id && !opt(r, "t", buf, sizeof buf))
+        return md_fail(e, MD_ERR_INVALID, "'video_id' needs 't' (seconds into that video)");
+    cJSON *res;
+    if ((st = md_library_search(r->srv->lib, &q, &res, e)) != MD_OK)
+        return st;
+    return reply_json(r, 200, res);
+}
+
+static md_status h_ground(md_req *r, md_error *e)
+{
+    long long top_n, curve;
+    md_status st;
+    char buf[64];
+    if (r->body_json && !cJSON_IsObject(r->body_json))
+        return md_fail(e, MD_ERR_INVALID, "expected a JSON object such as {\"q\": \"the car turns left\"}");
+    if ((st = opt_int(r, "top_n", 5, 1, 100, &top_n, e)) != MD_OK ||
+        (st = opt_int(r, "curve", 0, 0, 1, &curve, e)) != MD_OK)
+        return st;
+    cJSON *jq = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, "q") : NULL;
+    if (jq && !cJSON_IsString(jq))
+        return md_fail(e, MD_ERR_INVALID, "'q' must be a string");
+    const char *text = opt(r, "q", buf, sizeof buf);
+    if (!text)
+        text = opt(r, "text", buf, sizeof buf);
+    if (!text)
+        return md_fail(e, MD_ERR_INVALID, "give the query text as q");
+    cJSON *res;
+    if ((st = md_library_ground(r->srv->lib, r->params[0], text, (int)top_n, (int)curve, &res, e)) != MD_OK)
+        return st;
+    return reply_json(r, 200, res);
+}
+
 /* The routes. Order matters only for the Allow header. */
 const md_route md_routes[] = {
     {"GET", "/v1/health", h_health, MD_BODY_NONE, 1},
@@ -218,5 +379,9 @@ const md_route md_routes[] = {
     {"DELETE", "/v1/videos/{id}", h_delete_video, MD_BODY_NONE, 0},
     {"POST", "/v1/index", h_index, MD_BODY_JSON, 0},
     {"GET", "/v1/jobs/{id}", h_get_job, MD_BODY_NONE, 0},
+    {"GET", "/v1/search", h_search, MD_BODY_NONE, 0},
+    {"POST", "/v1/search", h_search, MD_BODY_QUERY, 0},
+    {"GET", "/v1/videos/{id}/ground", h_ground, MD_BODY_NONE, 0},
+    {"POST", "/v1/videos/{id}/ground", h_ground, MD_BODY_JSON, 0},
 };
 const int md_n_routes = (int)(sizeof md_routes / sizeof md_routes[0]);

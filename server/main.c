@@ -97,15 +97,16 @@ static int serve(int argc, char **argv, int first)
     p.n_allowed_roots = cfg.n_allowed_roots;
     p.job_retries = (int)cfg.job_retries;
     p.debug_job_delay_ms = (int)cfg.debug_job_delay_ms;
+    p.model_dir = cfg.model_dir;
+    p.backend = srv.backend;
     if (md_library_open(&p, &srv.lib, &e) != MD_OK) {
-        fprintf(stderr, "momentd: setting 'data_dir': %s\n", e.msg);
+        fprintf(stderr, "momentd: %s\n", e.msg);
         goto out;
     }
     if (md_library_start(srv.lib, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
         goto out;
     }
-    md_warn("no embedding model in this build yet: jobs probe videos only (search arrives with the model)");
     atomic_store(&srv.state, 1);
     md_info("ready");
 

@@ -524,11 +524,11 @@ fi
 echo "# 15. full disk: a small tmpfs as data dir"
 E2E_MOUNT=$TMP/full
 mkdir -p "$E2E_MOUNT"
-if mount -t tmpfs -o size=1536k tmpfs "$E2E_MOUNT" 2>/dev/null; then
+if mount -t tmpfs -o size=6m tmpfs "$E2E_MOUNT" 2>/dev/null; then
     if start_daemon full "$E2E_MOUNT/data"; then
-        ok "daemon on a 1.5 MiB tmpfs starts"
-        head -c 3000000 /dev/urandom >"$TMP/media/3mb.bin"
-        api POST "/v1/videos?name=3mb.bin" --data-binary "@$TMP/media/3mb.bin"
+        ok "daemon on a 6 MiB tmpfs starts"
+        head -c 8000000 /dev/urandom >"$TMP/media/8mb.bin"
+        api POST "/v1/videos?name=8mb.bin" --data-binary "@$TMP/media/8mb.bin"
         check_error "upload larger than the free space" 507
         check_jq "507 message says the disk is full" '.error.message | test("disk full")'
         left=$(find "$E2E_MOUNT/data/tmp" "$E2E_MOUNT/data/videos" -type f | wc -l)
@@ -540,12 +540,142 @@ if mount -t tmpfs -o size=1536k tmpfs "$E2E_MOUNT" 2>/dev/null; then
         stop_daemon full || true
         check_eq "daemon on a full disk exits 0 on SIGTERM" 0 "$EXIT_RC"
     else
-        not_ok "daemon on a 1.5 MiB tmpfs starts" "see log above"
+        not_ok "daemon on a 6 MiB tmpfs starts" "see log above"
     fi
     umount "$E2E_MOUNT" && E2E_MOUNT=""
 else
     echo "# skipped 15: cannot mount a tmpfs here (needs root); full-disk case not run"
     E2E_MOUNT=""
+fi
+
+# =============================================================================
+echo "# 16. search, grounding, query by example (demo model)"
+if start_daemon search "$TMP/data7"; then
+    ok "daemon for search starts"
+    api GET /v1/health
+    check_jq "health reports the demo model as not meaningful" \
+        '.model.status == "loaded" and .model.demo == true and .model.meaningful == false'
+    api POST "/v1/videos?name=one.mp4" --data-binary "@$CLIP1"
+    s1=$(jqb '.video.id'); j1=$(jqb '.job.id')
+    api POST "/v1/videos?name=two.mp4" --data-binary "@$CLIP2"
+    s2=$(jqb '.video.id'); j2=$(jqb '.job.id')
+    wait_job "$j1" 60 done && wait_job "$j2" 60 done
+    check_eq "both real clips are indexed" "done" "$JOB_STATE"
+    check_jq "progress counts frames" '.progress.unit == "frames" and .progress.total > 0'
+    d2=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$CLIP2")
+
+    api GET "/v1/search?q=a+dog+jumps+into+a+pool&k=5"
+    check_status "text search answers 200" 200
+    check_jq "text search JSON: query, model, took_ms, confident, moments" \
+        '.query.type == "text" and .query.text == "a dog jumps into a pool" and .model.meaningful == false
+         and (.model.warning | length > 0) and (.took_ms | type == "number") and (.confident | type == "boolean")
+         and (.moments | length > 0)'
+    check_jq "each moment has video, name, start < end, score, z and its segments" \
+        'all(.moments[]; (.video_id | type == "number") and (.video_name | type == "string") and .start < .["end"]
+             and (.score | type == "number") and (.z | type == "number") and (.segments | length > 0))'
+    check_jq "demo model: no confident match, and it says so" '.confident == false and (.message | test("no confident"))'
+
+    api POST /v1/search -H 'Content-Type: application/json' -d "{\"video_id\": $s2, \"t\": 5.5, \"k\": 3}"
+    check_status "query by example answers 200" 200
+    check_jq "query by example: the top hit is that video with a moment containing t" \
+        '.moments[0].video_id == $v and .moments[0].start <= 5.5 and .moments[0]["end"] >= 5.5' \
+        --argjson v "$s2"
+
+    ffmpeg -v error -ss 3 -i "$CLIP2" -frames:v 1 -y "$TMP/media/frame.jpg"
+    api POST /v1/search -F "file=@$TMP/media/frame.jpg" -F k=2
+    check_status "query by picture (multipart) answers 200" 200
+    check_jq "query by picture: a frame of a video finds that video first" \
+        '.query.type == "image" and .moments[0].video_id == $v and (.moments | length) <= 2' \
+        --argjson v "$s2"
+    api POST "/v1/search?k=1" -H 'Content-Type: image/jpeg' --data-binary "@$TMP/media/frame.jpg"
+    check_jq "query by picture (raw body) finds the same video" '.moments[0].video_id == $v' --argjson v "$s2"
+    head -c 3000 /dev/urandom >"$TMP/media/junk.jpg"
+    api POST /v1/search -F "file=@$TMP/media/junk.jpg"
+    check_error "a picture that is not an image" 422
+    check "no query picture is left in tmp/" test -z "$(find "$TMP/data7/tmp" -type f)"
+
+    api GET "/v1/videos/$s2/ground?q=a+lion+climbs+a+tree&curve=1"
+    check_status "grounding answers 200" 200
+    check_jq "grounding JSON: moments with start/end, precision, confident, curve" \
+        '(.moments | length > 0) and all(.moments[]; .start < .["end"]) and .precision_s > 0
+         and (.confident | type == "boolean") and (.curve | length) == .segments'
+    check_jq "segments are contiguous and cover the video" \
+        '.curve[0].start == 0 and ([range(1; .curve | length) as $i | .curve[$i].start == .curve[$i - 1]["end"]] | all)
+         and ((.curve[-1]["end"] - $d) | fabs) < 1.01' --argjson d "$d2"
+    api POST "/v1/videos/$s2/ground" -H 'Content-Type: application/json' -d '{"q": "a lion", "top_n": 1}'
+    check_jq "grounding by POST, top_n 1" '(.moments | length) == 1 and (has("curve") | not)'
+
+    api GET "/v1/search?q="
+    check_error "empty query" 400
+    api GET "/v1/search?q=$(head -c 1200 /dev/zero | tr '\0' 'a')"
+    check_error "over-long query" 400
+    api GET /v1/search
+    check_error "no query at all" 400
+    api GET "/v1/search?q=x&k=0"
+    check_error "k out of range" 400
+    api POST /v1/search -H 'Content-Type: application/json' -d '{"q": 12}'
+    check_error "q of the wrong JSON type" 400
+    api POST /v1/search -H 'Content-Type: application/json' -d '{"video_id": 999, "t": 1}'
+    check_error "query by example of an unknown video" 404
+    api GET "/v1/videos/999/ground?q=x"
+    check_error "grounding in an unknown video" 404
+    api GET "/v1/videos/$s2/ground"
+    check_error "grounding without q" 400
+
+    api GET "/v1/search?q=anything&video_ids=$s1"
+    check_jq "video_ids filter keeps only that video" 'all(.moments[]; .video_id == $v)' --argjson v "$s1"
+    api DELETE "/v1/videos/$s2"
+    api GET "/v1/search?q=a+lion&k=20"
+    check_jq "a deleted video is gone from results at once" 'all(.moments[]; .video_id != $v)' --argjson v "$s2"
+    api POST /v1/search -H 'Content-Type: application/json' -d "{\"video_id\": $s2, \"t\": 1}"
+    check_error "query by example of a deleted video" 404
+    stop_daemon search || true
+    # Restart: the index is loaded from SQLite and answers the same.
+    if start_daemon search "$TMP/data7"; then
+        api GET /v1/health
+        check_jq "after a restart the index holds the remaining video's segments" '.model.segments > 0'
+        api POST /v1/search -H 'Content-Type: application/json' -d "{\"video_id\": $s1, \"t\": 1}"
+        check_jq "after a restart query by example still finds the video" '.moments[0].video_id == $v' --argjson v "$s1"
+        stop_daemon search || true
+    fi
+else
+    not_ok "daemon for search starts" "see log above"
+fi
+
+# =============================================================================
+echo "# 17. kill -9 between windows: indexing resumes without duplicate or missing segments"
+ffmpeg -v error -f lavfi -i testsrc2=size=96x64:rate=10 -t 150 -pix_fmt yuv420p -c:v libx264 -g 50 \
+    "$TMP/media/long.mp4"
+if start_daemon resume "$TMP/data8" --workers 1 --debug-job-delay-ms 700; then
+    api POST "/v1/videos?name=long.mp4" --data-binary "@$TMP/media/long.mp4"
+    lv=$(jqb '.video.id'); lj=$(jqb '.job.id')
+    got=0
+    for ((i = 0; i < 200; i++)); do
+        api GET "/v1/jobs/$lj"
+        if [[ $(jqb '.progress.unit') == frames && $(jqb '.progress.done') -ge 32 && $(jqb '.state') == running ]]; then
+            got=1
+            break
+        fi
+        sleep 0.05
+    done
+    check_eq "the first window (32 frames) is committed while the job runs" 1 "$got"
+    api GET "/v1/search?q=test+pattern&video_ids=$lv&k=100"
+    check_jq "what is committed is already searchable" '.segments_scored >= 8'
+    kill -9 "${D_PID[resume]}" 2>/dev/null || true
+    wait "${D_PID[resume]}" 2>/dev/null || true
+    if start_daemon resume "$TMP/data8" --workers 1; then
+        wait_job "$lj" 60 done
+        check_eq "the interrupted job finishes after the restart" done "$JOB_STATE"
+        check "the restart resumed after committed segments" grep -q "resuming after [1-9][0-9]* committed segments" \
+            "${D_LOG[resume]}"
+        api GET "/v1/videos/$lv/ground?q=test&curve=1"
+        check_jq "150 s at 1 fps in segments of 4 frames: 38 segments, contiguous from 0 to 150 s, none twice" \
+            '.segments == 38 and .curve[0].start == 0 and .curve[-1]["end"] == 150
+             and ([range(1; .curve | length) as $i | .curve[$i].start == .curve[$i - 1]["end"]] | all)'
+        stop_daemon resume || true
+    fi
+else
+    not_ok "daemon for the resume test starts" "see log above"
 fi
 
 # =============================================================================

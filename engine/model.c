@@ -1,0 +1,189 @@
+/* model.c - the library's model: which CLIP checkpoint is in use, its
+ * provenance row in the models table, and the in-memory segment index of that
+ * model, loaded from SQLite at start.
+ *
+ * With no model_dir configured the library writes the demo checkpoint (tiny,
+ * random weights, byte-level vocabulary; engine/demo_model.c) into
+ * data_dir/demo-model once and loads it through the same loader as a real
+ * checkpoint, so the daemon works offline out of the box; everything it
+ * answers is then marked as not meaningful.
+ */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "library_internal.h"
+#include "log.h"
+#include "safetensors.h"
+#include "sha256.h"
+
+#define DEMO_SEED 20251126u
+
+/* Settings that change what a stored vector means besides the weights. Bump
+ * the version when the pipeline's meaning changes. */
+static void preprocess_signature(const md_library *lib, char *out, size_t len)
+{
+    snprintf(out, len, "v1;size=%d;fps=%g;mean=%.8f,%.8f,%.8f;std=%.8f,%.8f,%.8f;seg_frames=%d",
+             md_clip_image_size(lib->clip), lib->p.sample_fps, lib->p.mean[0], lib->p.mean[1], lib->p.mean[2],
+             lib->p.std[0], lib->p.std[1], lib->p.std[2], lib->p.segment_frames);
+}
+
+/* Reads image_mean / image_std from preprocessor_config.json when the checkpoint has one. */
+static void read_preprocessor(md_library *lib, const char *dir)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "image_mean"), *s = cJSON_GetObjectItemCaseSensitive(j, "image_std");
+    if (cJSON_GetArraySize(m) == 3 && cJSON_GetArraySize(s) == 3) {
+        for (int i = 0; i < 3; i++) {
+            double mv = cJSON_GetNumberValue(cJSON_GetArrayItem(m, i)), sv = cJSON_GetNumberValue(cJSON_GetArrayItem(s, i));
+            if (sv > 0) {
+                lib->p.mean[i] = (float)mv;
+                lib->p.std[i] = (float)sv;
+            }
+        }
+    }
+    cJSON_Delete(j);
+}
+
+static md_status register_model(md_library *lib, md_error *e)
+{
+    char sig[512], psha[65];
+    preprocess_signature(lib, sig, sizeof sig);
+    md_sha256 h;
+    md_sha256_init(&h);
+    md_sha256_update(&h, sig, strlen(sig));
+    md_sha256_final_hex(&h, psha);
+    const char *wsha = md_clip_weights_sha256(lib->clip);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(lib->db->db,
+                                "INSERT INTO models (name, kind, weights_sha256, preprocess_hash, dim, config, created_at) "
+                                "VALUES (?, 'clip', ?, ?, ?, ?, ?) "
+                                "ON CONFLICT (weights_sha256, preprocess_hash) DO UPDATE SET name = excluded.name "
+                                "RETURNING id",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        char cfg[1024];
+        snprintf(cfg, sizeof cfg, "{\"describe\":\"%s\",\"preprocess\":\"%s\",\"demo\":%s}", md_clip_describe(lib->clip),
+                 sig, md_clip_is_demo(lib->clip) ? "true" : "false");
+        sqlite3_bind_text(st, 1, lib->model_name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, wsha, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, psha, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, md_clip_dim(lib->clip));
+        sqlite3_bind_text(st, 5, cfg, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 6, md_now_ms());
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+            lib->model_id = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return md_fail(e, md_store_status(rc), "cannot record the model: %s", sqlite3_errmsg(lib->db->db));
+    return MD_OK;
+}
+
+/* Loads every stored segment of the current model into the index. */
+static md_status load_segments(md_library *lib, md_error *e)
+{
+    sqlite3_stmt *st = NULL;
+    int dim = md_clip_dim(lib->clip);
+    float *v = malloc((size_t)dim * sizeof *v);
+    long long n = 0, bad = 0;
+    if (!v)
+        return md_fail(e, MD_ERR_NOMEM, "out of memory");
+    int rc = sqlite3_prepare_v2(lib->db->db,
+                                "SELECT video_id, seq, start_ms, end_ms, embedding FROM segments WHERE model_id = ? "
+                                "ORDER BY video_id, seq",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, lib->model_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            const unsigned char *b = sqlite3_column_blob(st, 4);
+            int bytes = sqlite3_column_bytes(st, 4);
+            if (!b || bytes != dim * 2) {
+                bad++; /* a damaged row loses that segment, never the start-up */
+                continue;
+            }
+            for (int i = 0; i < dim; i++)
+                v[i] = md_f16_to_f32((uint16_t)(b[2 * i] | b[2 * i + 1] << 8));
+            if (md_index_add(lib->index, sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
+                             sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), v) == MD_OK)
+                n++;
+            else
+                bad++;
+        }
+    }
+    sqlite3_finalize(st);
+    free(v);
+    if (rc != SQLITE_DONE)
+        return md_fail(e, md_store_status(rc), "cannot read segments: %s", sqlite3_errmsg(lib->db->db));
+    md_info("model: %lld segments loaded into the index%s", n, bad ? " (some rows were damaged and skipped)" : "");
+    if (bad)
+        md_warn("model: %lld damaged segment rows skipped", bad);
+    return MD_OK;
+}
+
+md_status md_model_open(md_library *lib, md_error *e)
+{
+    char err[1024];
+    md_status s;
+    double t0 = md_mono_s();
+    const char *dir = lib->p.model_dir;
+    if (!dir || !dir[0]) {
+        snprintf(lib->model_dir, sizeof lib->model_dir, "%s/demo-model", lib->data_dir);
+        char cfg[PATH_MAX + 32];
+        snprintf(cfg, sizeof cfg, "%s/config.json", lib->model_dir);
+        struct stat sb;
+        if (stat(cfg, &sb) != 0 && (s = md_clip_write_demo(lib->model_dir, DEMO_SEED, err, sizeof err)) != MD_OK)
+            return md_fail(e, s, "cannot write the demo model to %s: %s", lib->model_dir, err);
+        snprintf(lib->model_name, sizeof lib->model_name, "demo");
+    } else {
+        snprintf(lib->model_dir, sizeof lib->model_dir, "%s", dir);
+        /* The checkpoint's directory name is the model's name ("clip-vit-base-patch32"). */
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", dir);
+        size_t l = strlen(tmp);
+        while (l > 1 && tmp[l - 1] == '/')
+            tmp[--l] = 0;
+        const char *base = strrchr(tmp, '/');
+        snprintf(lib->model_name, sizeof lib->model_name, "%s", base ? base + 1 : tmp);
+    }
+    if ((s = md_clip_load(lib->model_dir, lib->p.backend ? lib->p.backend : md_backend_cpu(), &lib->clip, err,
+                          sizeof err)) != MD_OK)
+        return md_fail(e, s, "model %s: %s", lib->model_dir, err);
+    read_preprocessor(lib, lib->model_dir);
+    if ((s = md_index_new(md_clip_dim(lib->clip), &lib->index)) != MD_OK)
+        return md_fail(e, s, "out of memory");
+    pthread_mutex_lock(&lib->db_mu);
+    s = register_model(lib, e);
+    if (s == MD_OK)
+        s = load_segments(lib, e);
+    pthread_mutex_unlock(&lib->db_mu);
+    if (s != MD_OK)
+        return s;
+    lib->model_load_s = md_mono_s() - t0;
+    md_info("model: %s (%s) loaded in %.2f s: %s", lib->model_name, lib->model_dir, lib->model_load_s,
+            md_clip_describe(lib->clip));
+    if (md_clip_is_demo(lib->clip))
+        md_warn("model: using the DEMO model (random weights): search results are NOT meaningful; "
+                "set model_dir to a Hugging Face CLIP checkpoint (see README)");
+    return MD_OK;
+}
+
+void md_model_close(md_library *lib)
+{
+    md_index_free(lib->index);
+    lib->index = NULL;
+    md_clip_free(lib->clip);
+    lib->clip = NULL;
+}

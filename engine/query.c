@@ -1,0 +1,310 @@
+/* query.c - search across the library and grounding in one video: a query
+ * (text, picture, or an indexed segment) becomes an embedding of the current
+ * model, the segment index answers (search.h), and the answer is laid out as
+ * JSON with the videos' names. */
+#define _XOPEN_SOURCE 700
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../video/video.h"
+#include "library_internal.h"
+#include "log.h"
+
+static double round3(double x) { return round(x * 1000.0) / 1000.0; }
+
+/* {"name", "demo", "meaningful"} of the current model, for every answer. */
+static cJSON *model_brief(md_library *lib)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "name", lib->model_name);
+    cJSON_AddNumberToObject(m, "id", (double)lib->model_id);
+    int demo = md_clip_is_demo(lib->clip);
+    cJSON_AddBoolToObject(m, "demo", demo);
+    cJSON_AddBoolToObject(m, "meaningful", !demo);
+    if (demo)
+        cJSON_AddStringToObject(m, "warning", "demo model with random weights: scores are not meaningful; "
+                                              "configure model_dir with a real CLIP checkpoint");
+    return m;
+}
+
+cJSON *md_library_model_json(md_library *lib)
+{
+    cJSON *m = cJSON_CreateObject();
+    if (!lib || !lib->clip) {
+        cJSON_AddStringToObject(m, "status", lib ? "none" : "loading");
+        cJSON_AddBoolToObject(m, "meaningful", 0);
+        return m;
+    }
+    int demo = md_clip_is_demo(lib->clip);
+    cJSON_AddStringToObject(m, "status", "loaded");
+    cJSON_AddStringToObject(m, "name", lib->model_name);
+    cJSON_AddStringToObject(m, "dir", lib->model_dir);
+    cJSON_AddBoolToObject(m, "demo", demo);
+    cJSON_AddBoolToObject(m, "meaningful", !demo);
+    cJSON_AddStringToObject(m, "description", md_clip_describe(lib->clip));
+    cJSON_AddNumberToObject(m, "dim", md_clip_dim(lib->clip));
+    cJSON_AddStringToObject(m, "weights_sha256", md_clip_weights_sha256(lib->clip));
+    cJSON_AddNumberToObject(m, "segments", (double)md_index_count(lib->index));
+    cJSON_AddNumberToObject(m, "index_bytes", (double)md_index_bytes(lib->index));
+    cJSON_AddNumberToObject(m, "load_s", round3(lib->model_load_s));
+    if (demo)
+        cJSON_AddStringToObject(m, "message", "demo model with random weights: indexing and search work, but results "
+                                              "are not meaningful; set model_dir to a CLIP checkpoint");
+    return m;
+}
+
+/* 1 when VIDEO_ID exists. */
+static int video_exists(md_library *lib, long long id)
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    pthread_mutex_lock(&lib->db_mu);
+    if (sqlite3_prepare_v2(lib->db->db, "SELECT 1 FROM videos WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&lib->db_mu);
+    return found;
+}
+
+static md_status check_text(const char *text, md_error *e)
+{
+    size_t n = strlen(text);
+    const char *p = text;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (!*p)
+        return md_fail(e, MD_ERR_INVALID, "the query is empty");
+    if (n > MD_MAX_QUERY_BYTES)
+        return md_fail(e, MD_ERR_INVALID, "the query is %zu bytes long; the limit is %d", n, MD_MAX_QUERY_BYTES);
+    return MD_OK;
+}
+
+/* Embeds the query of Q into EMB (dim floats). Fills QJ with what the query was. */
+static md_status embed_query(md_library *lib, const md_search_query *q, float *emb, cJSON *qj, md_error *e)
+{
+    char err[512] = "";
+    md_status s;
+    int given = (q->text != NULL) + (q->image_path != NULL) + (q->video_id > 0);
+    if (given != 1)
+        return md_fail(e, MD_ERR_INVALID, "give exactly one query: text (q), an image, or video_id with t");
+    if (q->text) {
+        if ((s = check_text(q->text, e)) != MD_OK)
+            return s;
+        int ids[MD_CLIP_MAX_TOKENS], n_ids = 0;
+        if ((s = md_clip_embed_text(lib->clip, q->text, emb, ids, &n_ids, err, sizeof err)) != MD_OK)
+            return md_fail(e, s, "cannot encode the query: %s", err);
+        cJSON_AddStringToObject(qj, "type", "text");
+        cJSON_AddStringToObject(qj, "text", q->text);
+        cJSON_AddNumberToObject(qj, "tokens", n_ids);
+        return MD_OK;
+    }
+    if (q->image_path) {
+        int S = md_clip_image_size(lib->clip);
+        float *px = malloc((size_t)3 * S * S * sizeof *px);
+        if (!px)
+            return md_fail(e, MD_ERR_NOMEM, "out of memory");
+        s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
+        if (s == MD_OK)
+            s = md_clip_embed_images(lib->clip, px, 1, emb, NULL, err, sizeof err);
+        free(px);
+        if (s != MD_OK)
+            return md_fail(e, s == MD_ERR_NOT_FOUND ? MD_ERR_MEDIA : s, "cannot use the uploaded picture: %s", err);
+        cJSON_AddStringToObject(qj, "type", "image");
+        return MD_OK;
+    }
+    if (!video_exists(lib, q->video_id))
+        return md_fail(e, MD_ERR_NOT_FOUND, "no video with id %lld", q->video_id);
+    long long t_ms = (long long)llround(q->t_s * 1000.0), a, b;
+    if (!isfinite(q->t_s) || q->t_s < 0)
+        return md_fail(e, MD_ERR_INVALID, "'t' must be a time in seconds >= 0");
+    if (md_index_lookup(lib->index, q->video_id, t_ms, emb, &a, &b) != MD_OK)
+        return md_fail(e, MD_ERR_NOT_FOUND, "video %lld has no indexed segment at t=%.3f s (not indexed yet, or past its end)",
+                       q->video_id, q->t_s);
+    cJSON_AddStringToObject(qj, "type", "example");
+    cJSON_AddNumberToObject(qj, "video_id", (double)q->video_id);
+    cJSON_AddNumberToObject(qj, "t", q->t_s);
+    cJSON_AddNumberToObject(qj, "segment_start", a / 1000.0);
+    cJSON_AddNumberToObject(qj, "segment_end", b / 1000.0);
+    return MD_OK;
+}
+
+/* Adds "video_name" to each moment (one query for all of them). */
+static void add_names(md_library *lib, cJSON *moments)
+{
+    sqlite3_stmt *st = NULL;
+    pthread_mutex_lock(&lib->db_mu);
+    if (sqlite3_prepare_v2(lib->db->db, "SELECT name FROM videos WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        cJSON *m;
+        cJSON_ArrayForEach(m, moments)
+        {
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(m, "video_id")));
+            if (sqlite3_step(st) == SQLITE_ROW)
+                cJSON_AddStringToObject(m, "video_name", (const char *)sqlite3_column_text(st, 0));
+            else
+                cJSON_AddNullToObject(m, "video_name");
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&lib->db_mu);
+}
+
+md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_error *e)
+{
+    md_status s;
+    cJSON *res = NULL;
+    float *emb = NULL;
+    *out = NULL;
+    if (!lib->clip)
+        return md_fail(e, MD_ERR_UNAVAILABLE, "no model is loaded");
+    if (q->k < 1 || q->k > 100 || q->offset < 0 || q->offset > 10000)
+        return md_fail(e, MD_ERR_INVALID, "'k' must be 1..100 and 'offset' 0..10000");
+    double t0 = md_mono_s();
+    int dim = md_clip_dim(lib->clip);
+    if (!(emb = malloc((size_t)dim * sizeof *emb)) || !(res = cJSON_CreateObject())) {
+        s = md_fail(e, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    cJSON *qj = cJSON_AddObjectToObject(res, "query");
+    if ((s = embed_query(lib, q, emb, qj, e)) != MD_OK)
+        goto out;
+    double t1 = md_mono_s();
+    md_search_params sp = md_search_default_params();
+    sp.k = q->k;
+    sp.offset = q->offset;
+    sp.min_score = (float)q->min_score;
+    sp.videos = q->videos;
+    sp.n_videos = q->n_videos;
+    md_search_result r;
+    if ((s = md_index_search(lib->index, emb, &sp, &r)) != MD_OK) {
+        md_fail(e, s, "search failed: %s", md_status_str(s));
+        goto out;
+    }
+    double t2 = md_mono_s();
+    cJSON_AddItemToObject(res, "model", model_brief(lib));
+    cJSON_AddNumberToObject(res, "took_ms", round3((t2 - t0) * 1000));
+    cJSON_AddNumberToObject(res, "took_ms_encode", round3((t1 - t0) * 1000));
+    cJSON_AddNumberToObject(res, "segments_scored", (double)r.scored);
+    cJSON_AddBoolToObject(res, "confident", r.confident);
+    if (!r.confident)
+        cJSON_AddStringToObject(res, "message", r.scored ? "no confident match: nothing stands out from the rest of the "
+                                                           "library; the moments below are the closest anyway"
+                                                         : "nothing is indexed yet");
+    cJSON_AddNumberToObject(res, "z_needed", round3(r.z_needed));
+    cJSON_AddNumberToObject(res, "total", r.total);
+    cJSON_AddNumberToObject(res, "offset", q->offset);
+    cJSON *arr = cJSON_AddArrayToObject(res, "moments");
+    for (int i = 0; i < r.n; i++) {
+        md_moment *m = &r.moments[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "video_id", (double)m->video_id);
+        cJSON_AddNumberToObject(o, "start", m->start_ms / 1000.0);
+        cJSON_AddNumberToObject(o, "end", m->end_ms / 1000.0);
+        cJSON_AddNumberToObject(o, "score", round3(m->score * 1.0));
+        cJSON_AddNumberToObject(o, "z", round3(m->z));
+        cJSON *segs = cJSON_AddArrayToObject(o, "segments");
+        for (int j = 0; j < m->n_segs; j++) {
+            md_segment_hit *h = &r.segs[m->seg0 + j];
+            cJSON *so = cJSON_CreateObject();
+            cJSON_AddNumberToObject(so, "seq", h->seq);
+            cJSON_AddNumberToObject(so, "start", h->start_ms / 1000.0);
+            cJSON_AddNumberToObject(so, "end", h->end_ms / 1000.0);
+            cJSON_AddNumberToObject(so, "score", round3(h->score));
+            cJSON_AddItemToArray(segs, so);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    md_search_result_free(&r);
+    add_names(lib, arr);
+    *out = res;
+    res = NULL;
+out:
+    free(emb);
+    cJSON_Delete(res);
+    return s;
+}
+
+md_status md_library_ground(md_library *lib, long long video_id, const char *text, int top_n, int with_curve,
+                            cJSON **out, md_error *e)
+{
+    md_status s;
+    cJSON *res = NULL;
+    float *emb = NULL;
+    char err[512];
+    *out = NULL;
+    if (!lib->clip)
+        return md_fail(e, MD_ERR_UNAVAILABLE, "no model is loaded");
+    if (top_n < 1 || top_n > 100)
+        return md_fail(e, MD_ERR_INVALID, "'top_n' must be 1..100");
+    if ((s = check_text(text, e)) != MD_OK)
+        return s;
+    if (!video_exists(lib, video_id))
+        return md_fail(e, MD_ERR_NOT_FOUND, "no video with id %lld", video_id);
+    double t0 = md_mono_s();
+    int dim = md_clip_dim(lib->clip), n_ids = 0;
+    int ids[MD_CLIP_MAX_TOKENS];
+    if (!(emb = malloc((size_t)dim * sizeof *emb)) || !(res = cJSON_CreateObject())) {
+        s = md_fail(e, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((s = md_clip_embed_text(lib->clip, text, emb, ids, &n_ids, err, sizeof err)) != MD_OK) {
+        md_fail(e, s, "cannot encode the query: %s", err);
+        goto out;
+    }
+    md_ground_params gp = md_ground_default_params();
+    gp.top_n = top_n;
+    gp.with_curve = with_curve;
+    md_ground_result g;
+    if ((s = md_index_ground(lib->index, video_id, emb, &gp, &g)) != MD_OK) {
+        if (s == MD_ERR_NOT_FOUND)
+            md_fail(e, MD_ERR_CONFLICT, "video %lld has no indexed segments yet (is its job done?)", video_id);
+        else
+            md_fail(e, s, "grounding failed: %s", md_status_str(s));
+        s = s == MD_ERR_NOT_FOUND ? MD_ERR_CONFLICT : s;
+        goto out;
+    }
+    cJSON_AddNumberToObject(res, "video_id", (double)video_id);
+    cJSON *qj = cJSON_AddObjectToObject(res, "query");
+    cJSON_AddStringToObject(qj, "text", text);
+    cJSON_AddNumberToObject(qj, "tokens", n_ids);
+    cJSON_AddItemToObject(res, "model", model_brief(lib));
+    cJSON_AddNumberToObject(res, "took_ms", round3((md_mono_s() - t0) * 1000));
+    cJSON_AddNumberToObject(res, "segments", g.n_segments);
+    cJSON_AddNumberToObject(res, "precision_s", g.precision_ms / 1000.0);
+    cJSON_AddNumberToObject(res, "threshold", round3(g.threshold));
+    cJSON_AddBoolToObject(res, "confident", g.confident);
+    if (!g.confident)
+        cJSON_AddStringToObject(res, "message", "no confident match: no part of this video stands out for this query; "
+                                                "the moments below are the closest anyway");
+    cJSON *arr = cJSON_AddArrayToObject(res, "moments");
+    for (int i = 0; i < g.n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "start", g.moments[i].start_ms / 1000.0);
+        cJSON_AddNumberToObject(o, "end", g.moments[i].end_ms / 1000.0);
+        cJSON_AddNumberToObject(o, "score", round3(g.moments[i].score));
+        cJSON_AddNumberToObject(o, "z", round3(g.moments[i].z));
+        cJSON_AddItemToArray(arr, o);
+    }
+    if (with_curve && g.raw) {
+        cJSON *c = cJSON_AddArrayToObject(res, "curve");
+        for (int i = 0; i < g.n_segments; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "start", g.start_ms[i] / 1000.0);
+            cJSON_AddNumberToObject(o, "end", g.end_ms[i] / 1000.0);
+            cJSON_AddNumberToObject(o, "raw", round3(g.raw[i]));
+            cJSON_AddNumberToObject(o, "smooth", round3(g.smooth[i]));
+            cJSON_AddItemToArray(c, o);
+        }
+    }
+    md_ground_result_free(&g);
+    *out = res;
+    res = NULL;
+out:
+    free(emb);
+    cJSON_Delete(res);
+    return s;
+}
