@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,6 +493,63 @@ static void test_pooling_rules(void)
     md_clip_free(m);
 }
 
+/* Several threads share one model (the daemon's workers and HTTP threads do). */
+typedef struct conc_job {
+    md_clip *m;
+    const float *px, *want_img, *want_txt;
+    int n, bad;
+} conc_job;
+
+static void *conc_worker(void *arg)
+{
+    conc_job *j = arg;
+    const int E = md_clip_dim(j->m);
+    float img[8 * 64], txt[64];
+    char err[256];
+    for (int it = 0; it < 8; it++) {
+        if (md_clip_embed_images(j->m, j->px, j->n, img, NULL, err, sizeof err) != MD_OK ||
+            rel_err(img, j->want_img, (size_t)j->n * E) > 1e-5)
+            j->bad++;
+        if (md_clip_embed_text(j->m, "a dog jumps into the pool", txt, NULL, NULL, err, sizeof err) != MD_OK ||
+            rel_err(txt, j->want_txt, E) > 1e-5)
+            j->bad++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_calls(void)
+{
+    char err[256];
+    md_clip *m = NULL;
+    md_safetensors *ref = NULL;
+    CHECK_EQ_INT(md_clip_load(FIX "/tiny-f16-gelu-neweos", NULL, &m, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(md_safetensors_open(FIX "/tiny-f16-gelu-neweos.ref.safetensors", &ref, err, sizeof err), MD_OK);
+    if (!m || !ref) {
+        md_clip_free(m);
+        md_safetensors_free(ref);
+        return;
+    }
+    float *px = ref_tensor(ref, "pixels", NULL), img[3 * 64], txt[64];
+    CHECK_EQ_INT(md_clip_embed_images(m, px, 3, img, NULL, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(md_clip_embed_text(m, "a dog jumps into the pool", txt, NULL, NULL, err, sizeof err), MD_OK);
+    enum { NT = 4 };
+    pthread_t th[NT];
+    conc_job jobs[NT];
+    for (int i = 0; i < NT; i++) {
+        jobs[i] = (conc_job){m, px, img, txt, 3, 0};
+        pthread_create(&th[i], NULL, conc_worker, &jobs[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        bad += jobs[i].bad;
+    }
+    CHECK_EQ_INT(bad, 0);
+    free(px);
+    md_safetensors_free(ref);
+    md_clip_free(m);
+}
+
 /* ------------------------------------------------------------------ demo model */
 
 static void test_demo_round_trip(void)
@@ -892,6 +950,7 @@ int main(void)
     RUN(test_backend_ops);
     RUN(test_models_vs_transformers);
     RUN(test_pooling_rules);
+    RUN(test_concurrent_calls);
     RUN(test_demo_round_trip);
     RUN(test_corrupt_models);
     RUN(test_cli);
