@@ -27,7 +27,7 @@ else
   NVCC := $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 endif
 
-ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c
+ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
 VIDEO_SRC  := video/probe.c video/decode.c video/preprocess.c
 SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c server/cli.c
 MAIN_SRC   := server/main.c
@@ -51,7 +51,7 @@ OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 
-UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode
+UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all test unit e2e asan clean build-info
