@@ -133,6 +133,34 @@ static md_status load_segments(md_library *lib, md_error *e)
     return MD_OK;
 }
 
+/* Videos indexed before (with another model, or before a model existed) get a
+ * new job, so that every video becomes searchable in the current embedding
+ * space. Segments of other models stay stored (switching back costs nothing)
+ * but are never loaded or mixed in. */
+static md_status queue_reindex(md_library *lib, md_error *e)
+{
+    sqlite3_stmt *st = NULL;
+    long long now = md_now_ms();
+    int rc = sqlite3_prepare_v2(lib->db->db,
+                                "INSERT INTO jobs (video_id, kind, state, created_at, updated_at) "
+                                "SELECT v.id, 'index', 'queued', ?1, ?1 FROM videos v "
+                                "WHERE (SELECT state FROM jobs WHERE video_id = v.id ORDER BY id DESC LIMIT 1) = 'done' "
+                                "AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.video_id = v.id AND s.model_id = ?2)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, lib->model_id);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return md_fail(e, md_store_status(rc), "cannot queue re-indexing: %s", sqlite3_errmsg(lib->db->db));
+    int n = sqlite3_changes(lib->db->db);
+    if (n)
+        md_info("model: %d video(s) indexed with another model (or none) queued for re-indexing", n);
+    return MD_OK;
+}
+
 md_status md_model_open(md_library *lib, md_error *e)
 {
     char err[1024];
@@ -168,6 +196,8 @@ md_status md_model_open(md_library *lib, md_error *e)
     s = register_model(lib, e);
     if (s == MD_OK)
         s = load_segments(lib, e);
+    if (s == MD_OK)
+        s = queue_reindex(lib, e);
     pthread_mutex_unlock(&lib->db_mu);
     if (s != MD_OK)
         return s;

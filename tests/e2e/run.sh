@@ -679,6 +679,31 @@ else
 fi
 
 # =============================================================================
+echo "# 18. another model: videos are re-indexed, embedding spaces never mixed; a bad model stops start-up"
+TINY=$REPO/tests/fixtures/clip/tiny-f32-quickgelu-oldeos
+if start_daemon other "$TMP/data7" --model-dir "$TINY"; then
+    api GET /v1/health
+    check_jq "health names the configured model" '.model.name == "tiny-f32-quickgelu-oldeos" and .model.demo == false'
+    check "no segments of the demo model are loaded for it" grep -q "model: 0 segments loaded" "${D_LOG[other]}"
+    check "the log says videos were queued for re-indexing" grep -q "queued for re-indexing" "${D_LOG[other]}"
+    api GET "/v1/videos/$s1"
+    rj=$(jqb '.job_id')
+    wait_job "$rj" 60 done
+    check_eq "the re-indexing job finishes" done "$JOB_STATE"
+    api POST /v1/search -H 'Content-Type: application/json' -d "{\"video_id\": $s1, \"t\": 1}"
+    check_jq "search works in the new model's space" '.moments[0].video_id == $v and .model.name == "tiny-f32-quickgelu-oldeos"' \
+        --argjson v "$s1"
+    stop_daemon other || true
+fi
+mkdir -p "$TMP/badmodel"
+cp "$TINY"/* "$TMP/badmodel/"
+head -c 5000 "$TINY/model.safetensors" >"$TMP/badmodel/model.safetensors"
+rc=0
+"$E2E_BIN" serve --port 0 --data-dir "$TMP/data9" --model-dir "$TMP/badmodel" >"$TMP/bad.out" 2>"$TMP/bad.err" || rc=$?
+check "a truncated model file stops start-up with a non-zero status" test "$rc" -ne 0
+check "the message names the model and what is wrong" grep -qi "model.*badmodel.*\(truncat\|short\|size\|beyond\)" "$TMP/bad.err"
+
+# =============================================================================
 echo "# runtime $((SECONDS - T0)) s"
 if ((E2E_FAIL > 0)); then
     for log in "$TMP"/*.log; do
