@@ -38,6 +38,9 @@
 #define MAX_CONSECUTIVE_ERRORS 64
 /* Decoding errors in a row without a frame after which the decoder is drained and stopped. */
 #define MAX_DECODE_ERRORS 4096
+/* Packet times remembered for skipping unpicked non-reference frames: more than any reorder
+ * depth (H.264 allows 16). */
+#define RECENT_PTS 32
 
 const float md_video_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float md_video_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -85,6 +88,9 @@ struct md_video_decoder {
     long long kp;        /* keyframe planner: first target no sent keyframe covers yet */
     long long expected;
     int keyframe_mode;
+    /* Exact mode: pts of the last packets sent, to tell frames no target can pick. */
+    int64_t recent[RECENT_PTS];
+    int n_recent;
 
     int input_done, flushed, decoder_done;
     int consecutive, decode_errors;
@@ -227,6 +233,11 @@ static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels,
         return md_video_set_err(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %lld pixels",
                                 par->width, par->height, max_pixels);
     const AVCodec *codec = avcodec_find_decoder(par->codec_id);
+    if (!codec && par->codec_id == AV_CODEC_ID_NONE) {
+        char tag[AV_FOURCC_MAX_STRING_SIZE];
+        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
+                                av_fourcc_make_string(tag, par->codec_tag));
+    }
     if (!codec)
         return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
                                 avcodec_get_name(par->codec_id));
@@ -570,6 +581,61 @@ static int plan_keyframe(md_video_decoder *d)
     return 0;
 }
 
+/* The first target at or after stream time P (d->limit when there is none). */
+static long long first_target_from(const md_video_decoder *d, int64_t p)
+{
+    int64_t rel = p - d->origin;
+    long long k;
+    if (rel <= 0)
+        return 0;
+    if (d->p.sampling == MD_VIDEO_SAMPLE_FPS)
+        k = av_rescale_rnd(rel, (int64_t)d->interval.den * d->tb.num, (int64_t)d->interval.num * d->tb.den,
+                           AV_ROUND_UP);
+    else
+        k = (av_rescale_rnd(rel, 2 * (int64_t)d->p.count, d->duration, AV_ROUND_UP) - 1) / 2;
+    if (k < 0)
+        k = 0;
+    /* The estimate is within one of the answer either way; settle it on the exact targets. */
+    while (k < d->limit && target_abs(d, k) < p)
+        k++;
+    while (k > 0 && k - 1 < d->limit && target_abs(d, k - 1) >= p)
+        k--;
+    return k < d->limit ? k : d->limit;
+}
+
+/* Exact mode: may the decoder drop packet PKT's frame if no other frame refers to it? Yes when
+ * no target can pick it: a frame already sent is shown after it and no later than the first
+ * target at or after it, or no target is left after it. In B-frame streams a non-reference
+ * frame's successor in display order is mostly sent before it, so most such frames qualify;
+ * they are then not decoded at all (AVDISCARD_NONREF: a frame others refer to is still decoded,
+ * so every picked frame decodes exactly as without skipping). */
+static int unpicked(md_video_decoder *d, const AVPacket *pkt)
+{
+    int64_t p = pkt->pts;
+    if (p == AV_NOPTS_VALUE || !d->have_origin || (pkt->flags & AV_PKT_FLAG_KEY))
+        return 0;
+    long long k = first_target_from(d, p);
+    if (k >= d->limit)
+        return 1;
+    int64_t t = target_abs(d, k);
+    for (int i = 0; i < d->n_recent; i++)
+        if (d->recent[i] > p && d->recent[i] <= t)
+            return 1;
+    return 0;
+}
+
+static void remember_pts(md_video_decoder *d, int64_t p)
+{
+    if (p == AV_NOPTS_VALUE)
+        return;
+    if (d->n_recent < RECENT_PTS) {
+        d->recent[d->n_recent++] = p;
+        return;
+    }
+    memmove(d->recent, d->recent + 1, sizeof d->recent[0] * (RECENT_PTS - 1));
+    d->recent[RECENT_PTS - 1] = p;
+}
+
 /* Feeds the decoder one packet (or the drain). */
 static md_status feed(md_video_decoder *d)
 {
@@ -583,6 +649,11 @@ static md_status feed(md_video_decoder *d)
     }
     for (;;) {
         if (d->input_done) {
+            /* The last keyframe is needed when a target lies between it and the end. */
+            if (d->have_held && !(d->kp < d->limit && (d->duration < 0 || target_rel(d, d->kp) < d->duration))) {
+                d->have_held = 0;
+                av_packet_unref(d->held);
+            }
             if (d->have_held) {
                 d->have_held = 0;
                 av_packet_move_ref(d->pkt, d->held);
@@ -625,6 +696,10 @@ static md_status feed(md_video_decoder *d)
                 av_packet_unref(d->pkt);
                 continue;
             }
+        } else if (d->p.sampling != MD_VIDEO_SAMPLE_ALL) {
+            /* Read per packet, also by frame threads (copied at submission). */
+            d->dec->skip_frame = unpicked(d, d->pkt) ? AVDISCARD_NONREF : AVDISCARD_DEFAULT;
+            remember_pts(d, d->pkt->pts);
         }
         st = send(d, d->pkt);
         if (!d->pending)
@@ -806,10 +881,13 @@ static md_status deliver(md_video_decoder *d, const AVFrame *f, long long serial
     return MD_OK;
 }
 
-/* At the end PREV covers the targets before its own end, but not past the stated duration. */
+/* At the end PREV covers the targets before its own end, but not past the stated duration. In
+ * keyframe mode the last keyframe stands for the rest of the video. */
 static int64_t prev_cover_end(const md_video_decoder *d)
 {
     int64_t end = d->prev_end;
+    if (d->keyframe_mode && d->duration > 0 && d->origin + d->duration > end)
+        return d->origin + d->duration;
     if (d->duration > 0 && end - d->origin > d->duration)
         end = FFMAX(d->origin + d->duration, d->prev_ts + 1);
     return end;

@@ -259,6 +259,12 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     snprintf(info->codec, sizeof info->codec, "%s", avcodec_get_name(par->codec_id));
     snprintf(info->format, sizeof info->format, "%s", fmt->iformat->name);
     /* A probe that succeeds promises the indexer can decode the frames. */
+    if (par->codec_id == AV_CODEC_ID_NONE) {
+        char tag[AV_FOURCC_MAX_STRING_SIZE];
+        st = md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
+                              av_fourcc_make_string(tag, par->codec_tag));
+        goto out;
+    }
     if (!avcodec_find_decoder(par->codec_id)) {
         st = md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
                      info->codec);
