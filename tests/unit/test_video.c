@@ -1,4 +1,4 @@
-/* test_video.c - unit tests of video/probe.c (md_video_probe).
+/* test_video.c - unit tests of video/probe.c (md_video_probe); the decoder is tested in test_decode.c.
  *
  * Fixtures are made at run time with the ffmpeg CLI (found via PATH) in a mkdtemp directory that
  * is removed at the end, so nothing binary is committed. Without ffmpeg the fixture cases print
@@ -252,6 +252,9 @@ static void test_h264_mp4(void)
     CHECK_EQ_INT(vi.n_corrupt_packets, 0);
     CHECK_EQ_INT(vi.truncated, 0);
     CHECK_EQ_INT(vi.size_bytes, file_size(fixture("h264.mp4")));
+    /* x264's default GOP (250) is longer than the clip: one keyframe, no gap. */
+    CHECK_EQ_INT(vi.n_keyframes, 1);
+    CHECK_EQ_INT(vi.max_keyframe_gap_ms, 0);
 }
 
 static void test_audio_and_video(void)
@@ -290,6 +293,8 @@ static void test_mpeg4_avi(void)
     CHECK_STR(vi.codec, "mpeg4");
     CHECK_STR(vi.format, "avi");
     CHECK_EQ_INT(vi.n_video_packets, 10);
+    /* The mpeg4 encoder's GOP is 12 frames: keyframes at 0 only in 1 s. */
+    CHECK_EQ_INT(vi.n_keyframes, 1);
     CHECK(vi.fps > 9.99 && vi.fps < 10.01);
     CHECK_EQ_INT(vi.truncated, 0);
 }
@@ -499,6 +504,9 @@ static void test_shared_clip(void)
     CHECK(vi.n_video_packets > 200);
     CHECK_EQ_INT(vi.n_corrupt_packets, 0);
     CHECK_EQ_INT(vi.truncated, 0);
+    /* ffprobe -show_entries packet=pts_time,flags: keyframes at 0 and 5.333 s. */
+    CHECK_EQ_INT(vi.n_keyframes, 2);
+    CHECK_EQ_INT(vi.max_keyframe_gap_ms, 5333);
 }
 
 int main(void)
