@@ -29,7 +29,7 @@ endif
 
 ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
 VIDEO_SRC  := video/probe.c video/decode.c video/preprocess.c
-SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c server/cli.c
+SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c server/cli.c server/cli_temporal.c
 MAIN_SRC   := server/main.c
 LIB_SRC    := $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC)
 
@@ -107,6 +107,45 @@ $(BUILD)/bench_clip: tests/bench/bench_clip.c $(OBJ) $(CUDA_OBJ)
 
 bench-clip: $(BUILD)/bench_clip
 	$(PYTHON) tests/bench/bench_clip.py --bin $(BUILD)/bench_clip --threads $(BENCH_THREADS)
+
+# Temporal encoder benchmark (not a test; tests/bench/bench_temporal.c): its cost next to the CLIP
+# image tower per window of 32 frames at ViT-B/32 sizes, selective-scan throughput, and end-to-end
+# indexing at 1 frame/s of a 1080p clip with the time of each stage. Makes, once, under
+# $(BENCH_DIR): a random full-size ViT-B/32 (bench_clip.py's make_checkpoint, needs PYTHON) and
+# BENCH_VIDEO_SRC scaled to 1920x1080 and looped to 60 s (ffmpeg); without them it times what it can.
+BENCH_DIR       ?= $(BUILD)/bench
+BENCH_VIDEO_SRC ?= ../shared/media/lion-monkey.mp4
+.PHONY: bench bench-temporal
+$(BUILD)/bench_temporal: tests/bench/bench_temporal.c $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+bench-temporal: $(BUILD)/bench_temporal
+	@mkdir -p $(BENCH_DIR)
+	@test -f $(BENCH_DIR)/clip-vit-b32/model.safetensors || $(PYTHON) -c "import sys; sys.path.insert(0, 'tests/bench'); \
+		import bench_clip; bench_clip.make_checkpoint('$(BENCH_DIR)/clip-vit-b32')" || rm -rf $(BENCH_DIR)/clip-vit-b32
+	@test -f $(BENCH_DIR)/clip-1080p.mp4 || ! test -f $(BENCH_VIDEO_SRC) || ffmpeg -v error -y -stream_loop 6 \
+		-i $(BENCH_VIDEO_SRC) -t 60 -an -vf scale=1920:1080,setsar=1 -c:v libx264 -preset fast -crf 20 -pix_fmt yuv420p \
+		$(BENCH_DIR)/clip-1080p.mp4 || rm -f $(BENCH_DIR)/clip-1080p.mp4
+	set --; test -f $(BENCH_DIR)/clip-vit-b32/model.safetensors && set -- --clip $(BENCH_DIR)/clip-vit-b32 && \
+		test -f $(BENCH_DIR)/clip-1080p.mp4 && set -- "$$@" --video $(BENCH_DIR)/clip-1080p.mp4; \
+		OPENBLAS_NUM_THREADS=$(BENCH_THREADS) ./$(BUILD)/bench_temporal --threads $(BENCH_THREADS) "$$@"
+
+# Every benchmark.
+bench: bench-temporal
+
+# Decode benchmark (not a test; tests/bench/bench_decode.sh): the video module, exact and keyframe
+# mode, against the ffmpeg CLI doing the same 1 frame/s, 224x224 job, on real 1080p footage looped
+# to 3 min and a 10 min synthetic clip (made once under /tmp/momentd-bench-decode).
+.PHONY: bench-decode
+$(BUILD)/bench_decode: tests/bench/bench_decode.c $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+bench-decode: $(BUILD)/bench_decode
+	bash tests/bench/bench_decode.sh $(BUILD)/bench_decode
+
+bench: bench-decode
 
 clean:
 	rm -rf build build-asan momentd

@@ -73,6 +73,7 @@ md_library_params md_library_default_params(void)
         p.std[i] = std[i];
     }
     p.segment_frames = 4;
+    p.window_frames = 32;
     return p;
 }
 
@@ -145,6 +146,7 @@ static int is_stopping(md_library *lib)
 #define VIDEO_COLS                                                                                              \
     "v.id, v.name, v.sha256, v.source, v.path, v.size_bytes, v.created_at, v.duration_ms, v.width, v.height, " \
     "v.fps, v.rotation, v.codec, v.format, v.n_streams, v.n_packets, v.n_corrupt, v.indexed_at, "             \
+    "v.n_frames, v.n_segments, v.tokens_per_frame, v.embed_dim, v.temporal, "                               \
     "j.id AS job_id, j.state AS job_state, j.error AS error "
 #define VIDEO_FROM "FROM videos v LEFT JOIN jobs j ON j.id = (SELECT max(id) FROM jobs WHERE video_id = v.id) "
 
@@ -172,6 +174,21 @@ static cJSON *video_json(sqlite3_stmt *st)
         cJSON_AddNullToObject(o, "duration_s");
     json_time(o, "created_at");
     json_time(o, "indexed_at");
+    /* Token reduction: the CLIP tokens of the sampled frames versus the segment vectors kept. */
+    double nf = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "n_frames"));
+    double ns = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "n_segments"));
+    double tpf = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "tokens_per_frame"));
+    double dim = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(o, "embed_dim"));
+    if (nf > 0 && ns > 0 && tpf > 0 && dim > 0) {
+        cJSON *t = cJSON_AddObjectToObject(o, "token_reduction");
+        cJSON_AddNumberToObject(t, "clip_tokens", nf * tpf);
+        cJSON_AddNumberToObject(t, "stored_vectors", ns);
+        cJSON_AddNumberToObject(t, "ratio", (double)(long long)(nf * tpf / ns * 10 + 0.5) / 10);
+        cJSON_AddNumberToObject(t, "raw_bytes_fp16", nf * tpf * dim * 2);
+        cJSON_AddNumberToObject(t, "stored_bytes", ns * dim * 2);
+        if (cJSON_IsNumber(d) && d->valuedouble > 0)
+            cJSON_AddNumberToObject(t, "stored_bytes_per_hour", (double)(long long)(ns * dim * 2 / (d->valuedouble / 3.6e6)));
+    }
     return o;
 }
 
@@ -531,6 +548,21 @@ static md_status index_frames(md_library *lib, md_store *db, job_ctx *c, long lo
         md_warn("job %lld: %lld damaged packets skipped, %lld frames with concealed errors", c->job_id,
                 ds.skipped_packets, ds.corrupt_frames);
     *n_segments = md_pipeline_segments(pl);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db,
+                           "UPDATE videos SET n_frames = ?, n_segments = ?, tokens_per_frame = ?, embed_dim = ?, "
+                           "temporal = ? WHERE id = ?",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, md_pipeline_frames(pl));
+        sqlite3_bind_int64(st, 2, *n_segments);
+        sqlite3_bind_int(st, 3, 1 + md_clip_n_patches(lib->clip));
+        sqlite3_bind_int(st, 4, md_clip_dim(lib->clip));
+        sqlite3_bind_text(st, 5, lib->temporal_label, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, video_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            md_warn("job %lld: cannot record token counts: %s", c->job_id, sqlite3_errmsg(db->db));
+    }
+    sqlite3_finalize(st);
 out:
     if (s == MD_ERR_CANCELLED && !is_stopping(lib))
         c->deleted = 1;

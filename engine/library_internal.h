@@ -17,6 +17,7 @@
 #include "momentd.h"
 #include "search.h"
 #include "store.h"
+#include "temporal.h"
 
 struct md_library {
     md_library_params p;
@@ -35,6 +36,9 @@ struct md_library {
 
     /* The model (model.c). NULL clip: none loaded (indexing then only probes). */
     md_clip *clip;
+    md_temporal *temporal; /* the temporal encoder over CLIP tokens */
+    char temporal_path[PATH_MAX + 64];
+    char temporal_label[160]; /* "untrained (identity)" or "trained <sha>", stored on videos */
     md_index *index;     /* segments of model_id */
     long long model_id;  /* models.id of the current model */
     char model_dir[PATH_MAX];

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "safetensors.h"
 #include "sha256.h"
+#include "temporal.h"
 
 #define DEMO_SEED 20251126u
 
@@ -26,9 +27,9 @@
  * the version when the pipeline's meaning changes. */
 static void preprocess_signature(const md_library *lib, char *out, size_t len)
 {
-    snprintf(out, len, "v1;size=%d;fps=%g;mean=%.8f,%.8f,%.8f;std=%.8f,%.8f,%.8f;seg_frames=%d",
+    snprintf(out, len, "v2;size=%d;fps=%g;mean=%.8f,%.8f,%.8f;std=%.8f,%.8f,%.8f;k=%d;T=%d;s=1;overlap=0;patch_w=0",
              md_clip_image_size(lib->clip), lib->p.sample_fps, lib->p.mean[0], lib->p.mean[1], lib->p.mean[2],
-             lib->p.std[0], lib->p.std[1], lib->p.std[2], lib->p.segment_frames);
+             lib->p.std[0], lib->p.std[1], lib->p.std[2], lib->p.segment_frames, lib->p.window_frames);
 }
 
 /* Reads image_mean / image_std from preprocessor_config.json when the checkpoint has one. */
@@ -65,11 +66,18 @@ static md_status register_model(md_library *lib, md_error *e)
     md_sha256_init(&h);
     md_sha256_update(&h, sig, strlen(sig));
     md_sha256_final_hex(&h, psha);
-    const char *wsha = md_clip_weights_sha256(lib->clip);
+    /* The stored vectors depend on both CLIP and the temporal encoder. */
+    const md_temporal_info *ti = md_temporal_get_info(lib->temporal);
+    char wsha[65];
+    md_sha256_init(&h);
+    md_sha256_update(&h, md_clip_weights_sha256(lib->clip), 64);
+    md_sha256_update(&h, ":", 1);
+    md_sha256_update(&h, ti->sha256, strlen(ti->sha256));
+    md_sha256_final_hex(&h, wsha);
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(lib->db->db,
-                                "INSERT INTO models (name, kind, weights_sha256, preprocess_hash, dim, config, created_at) "
-                                "VALUES (?, 'clip', ?, ?, ?, ?, ?) "
+                                "INSERT INTO models (name, kind, weights_sha256, preprocess_hash, dim, config, created_at, "
+                                "temporal_sha256) VALUES (?, 'clip+temporal', ?, ?, ?, ?, ?, ?) "
                                 "ON CONFLICT (weights_sha256, preprocess_hash) DO UPDATE SET name = excluded.name "
                                 "RETURNING id",
                                 -1, &st, NULL);
@@ -83,6 +91,7 @@ static md_status register_model(md_library *lib, md_error *e)
         sqlite3_bind_int(st, 4, md_clip_dim(lib->clip));
         sqlite3_bind_text(st, 5, cfg, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 6, md_now_ms());
+        sqlite3_bind_text(st, 7, ti->sha256, -1, SQLITE_STATIC);
         if ((rc = sqlite3_step(st)) == SQLITE_ROW)
             lib->model_id = sqlite3_column_int64(st, 0);
     }
@@ -161,6 +170,51 @@ static md_status queue_reindex(md_library *lib, md_error *e)
     return MD_OK;
 }
 
+/* The temporal encoder: the configured file, else MODEL_DIR/temporal.safetensors,
+ * else a fresh untrained (identity) encoder written once to
+ * DATA_DIR/temporal/<first 16 digits of the CLIP weights hash>.safetensors. */
+static md_status open_temporal(md_library *lib, md_error *e)
+{
+    char err[1024];
+    md_status s;
+    struct stat sb;
+    const char *cfg = lib->p.temporal_path;
+    if (cfg && cfg[0]) {
+        snprintf(lib->temporal_path, sizeof lib->temporal_path, "%s", cfg);
+    } else {
+        snprintf(lib->temporal_path, sizeof lib->temporal_path, "%.4000s/temporal.safetensors", lib->model_dir);
+        if (stat(lib->temporal_path, &sb) != 0) {
+            char dir[PATH_MAX - 64];
+            snprintf(dir, sizeof dir, "%s/temporal", lib->data_dir);
+            if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+                return md_fail(e, MD_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+            snprintf(lib->temporal_path, sizeof lib->temporal_path, "%s/%.16s.safetensors", dir,
+                     md_clip_weights_sha256(lib->clip));
+            if (stat(lib->temporal_path, &sb) != 0) {
+                md_mamba_config c;
+                md_mamba_config_default(&c, md_clip_dim(lib->clip));
+                if ((s = md_temporal_init_write(lib->temporal_path, &c, 1, err, sizeof err)) != MD_OK)
+                    return md_fail(e, s, "cannot write a fresh temporal encoder: %s", err);
+                md_info("model: wrote a fresh (untrained, identity) temporal encoder to %s", lib->temporal_path);
+            }
+        }
+    }
+    if ((s = md_temporal_load(lib->temporal_path, &lib->temporal, err, sizeof err)) != MD_OK)
+        return md_fail(e, s, "temporal encoder %s: %s", lib->temporal_path, err);
+    const md_temporal_info *ti = md_temporal_get_info(lib->temporal);
+    if (ti->cfg.d_model != md_clip_dim(lib->clip))
+        return md_fail(e, MD_ERR_INVALID, "temporal encoder %s: d_model %d does not match the CLIP embedding width %d",
+                       lib->temporal_path, ti->cfg.d_model, md_clip_dim(lib->clip));
+    if (ti->trained)
+        snprintf(lib->temporal_label, sizeof lib->temporal_label, "trained %.16s (%d layers)", ti->sha256,
+                 ti->cfg.n_layers);
+    else
+        snprintf(lib->temporal_label, sizeof lib->temporal_label, "untrained%s (%d layers)",
+                 ti->identity ? ", identity: CLIP mean pooling" : "", ti->cfg.n_layers);
+    md_info("model: temporal encoder %s: %s", lib->temporal_path, lib->temporal_label);
+    return MD_OK;
+}
+
 md_status md_model_open(md_library *lib, md_error *e)
 {
     char err[1024];
@@ -190,6 +244,8 @@ md_status md_model_open(md_library *lib, md_error *e)
                           sizeof err)) != MD_OK)
         return md_fail(e, s, "model %s: %s", lib->model_dir, err);
     read_preprocessor(lib, lib->model_dir);
+    if ((s = open_temporal(lib, e)) != MD_OK)
+        return s;
     if ((s = md_index_new(md_clip_dim(lib->clip), &lib->index)) != MD_OK)
         return md_fail(e, s, "out of memory");
     pthread_mutex_lock(&lib->db_mu);
@@ -212,6 +268,8 @@ md_status md_model_open(md_library *lib, md_error *e)
 
 void md_model_close(md_library *lib)
 {
+    md_temporal_free(lib->temporal);
+    lib->temporal = NULL;
     md_index_free(lib->index);
     lib->index = NULL;
     md_clip_free(lib->clip);

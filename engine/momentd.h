@@ -56,6 +56,8 @@ typedef struct md_library_params {
     double sample_fps;                /* frames sampled per second of video: 1.0 */
     float mean[3], std[3];            /* CLIP's normalisation (a checkpoint's preprocessor_config.json wins) */
     int segment_frames;               /* frames per stored segment (k): 4 */
+    int window_frames;                /* frames per temporal window (T): 32, a multiple of k */
+    const char *temporal_path;        /* temporal.safetensors; NULL/"": the model's, else a fresh one */
 } md_library_params;
 
 md_library_params md_library_default_params(void);

@@ -1,9 +1,12 @@
-/* pipeline.c - frames -> CLIP -> segments -> SQLite + index (see pipeline.h).
+/* pipeline.c - frames -> CLIP tokens -> temporal encoder -> segments ->
+ * SQLite + index (see pipeline.h).
  *
- * A segment is k consecutive samples. Its embedding is what the temporal
- * encoder makes of the window's tokens; with the untrained (identity) encoder
- * that is exactly the L2-normalised mean of its frames' CLIP image embeddings,
- * which is what this file computes until trained temporal weights are given.
+ * Every sampled frame goes through the CLIP image tower, which returns all of
+ * its projected tokens (CLS + patches); the temporal stream (temporal.h)
+ * arranges them STORM-style, runs the Mamba encoder window by window and
+ * reduces each window to one embedding per segment of k frames. Whenever a
+ * window's segments come out they are stored with the stream's checkpoint and
+ * the job's progress in one transaction, and added to the search index.
  */
 #define _XOPEN_SOURCE 700
 #define _DEFAULT_SOURCE
@@ -18,45 +21,103 @@
 #include "log.h"
 #include "safetensors.h"
 
-#define WINDOW_SEGMENTS 8
+#define EMBED_CHUNK 16 /* frames per CLIP call: bounds the token buffer */
 
 struct md_pipeline {
     md_library *lib;
     md_store *db;
     long long video_id, job_id, total;
-    int k, W, dim, S;
-    double interval_ms;
-    long long resume;       /* first sample index not committed by an earlier run */
-    long long window_first; /* sample index of buf[0] */
-    int n;                  /* frames in the window buffer */
-    float *emb;             /* W x dim frame embeddings */
-    long long *ts;          /* W sampling times */
-    long long segs, embedded;
-    uint8_t *blob;          /* dim x 2 bytes */
-    float *seg;             /* dim */
+    int dim, S, tpf;
+    long long resume; /* first frame not committed by an earlier run */
+    long long pushed; /* frames handed to the stream by this run, counting from resume */
+    long long embedded;
+    md_temporal_stream *ts;
+    md_segments out;
+    float *tokens, *img; /* EMBED_CHUNK x tpf x dim, EMBED_CHUNK x dim */
+    int64_t *pts;
+    uint8_t *blob;
 };
 
-/* Segments already stored for this video and model: the resume point. */
-static md_status committed_segments(md_pipeline *p, long long *n, long long *last_end)
+/* Test hook (setting debug_job_delay_ms): a pause after each committed window,
+ * so tests can stop the daemon between windows. */
+static void debug_pause(md_pipeline *p)
+{
+    for (int waited = 0; waited < p->lib->p.debug_job_delay_ms; waited += 20) {
+        pthread_mutex_lock(&p->lib->q_mu);
+        int stop = p->lib->stopping;
+        pthread_mutex_unlock(&p->lib->q_mu);
+        if (stop)
+            return;
+        usleep(20000);
+    }
+}
+
+static md_status exec_bind2(md_store *db, const char *sql, long long a, long long b)
 {
     sqlite3_stmt *st = NULL;
-    *n = 0;
-    *last_end = 0;
+    int rc = sqlite3_prepare_v2(db->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, a);
+        sqlite3_bind_int64(st, 2, b);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? MD_OK : md_store_status(rc);
+}
+
+/* Restores the stream from the job's checkpoint when it matches what is
+ * stored; otherwise clears this video's segments of this model and starts at
+ * frame 0. Either way stored segments and stream state agree afterwards. */
+static md_status restore(md_pipeline *p, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    md_status s = MD_OK;
+    long long stored = 0;
+    int restored = 0;
     int rc = sqlite3_prepare_v2(p->db->db,
-                                "SELECT count(*), coalesce(max(seq), -1), coalesce(max(end_ms), 0) FROM segments "
-                                "WHERE video_id = ? AND model_id = ?",
+                                "SELECT j.checkpoint, (SELECT count(*) FROM segments WHERE video_id = j.video_id "
+                                "AND model_id = ?) FROM jobs j WHERE j.id = ?",
                                 -1, &st, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, p->video_id);
-        sqlite3_bind_int64(st, 2, p->lib->model_id);
+        sqlite3_bind_int64(st, 1, p->lib->model_id);
+        sqlite3_bind_int64(st, 2, p->job_id);
         if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            long long cnt = sqlite3_column_int64(st, 0), maxseq = sqlite3_column_int64(st, 1);
-            *n = cnt == maxseq + 1 ? cnt : 0; /* a gap means something odd: start over */
-            *last_end = sqlite3_column_int64(st, 2);
+            stored = sqlite3_column_int64(st, 1);
+            const void *blob = sqlite3_column_blob(st, 0);
+            int len = sqlite3_column_bytes(st, 0);
+            char rerr[256];
+            if (blob && len > 0 &&
+                md_temporal_stream_restore(p->ts, blob, (size_t)len, rerr, sizeof rerr) == MD_OK &&
+                md_temporal_stream_segments(p->ts) == stored)
+                restored = 1;
+            else if (blob && len > 0)
+                md_warn("job %lld: checkpoint not usable (%s); indexing from the start", p->job_id,
+                        md_temporal_stream_error(p->ts));
         }
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? MD_OK : md_store_status(rc);
+    if (rc != SQLITE_ROW) {
+        snprintf(err, errlen, "cannot read the job's checkpoint: %s", sqlite3_errmsg(p->db->db));
+        return md_store_status(rc);
+    }
+    if (restored) {
+        p->resume = md_temporal_stream_next_frame(p->ts);
+        md_info("job %lld: resuming after %lld committed segments (%lld frames)", p->job_id, stored, p->resume);
+        return MD_OK;
+    }
+    if (stored) {
+        /* Segments without a usable checkpoint (another job's, or an older run): start over cleanly. */
+        pthread_mutex_lock(&p->lib->db_mu);
+        s = exec_bind2(p->db, "DELETE FROM segments WHERE video_id = ? AND model_id = ?", p->video_id,
+                       p->lib->model_id);
+        if (s == MD_OK)
+            md_index_remove_video(p->lib->index, p->video_id);
+        pthread_mutex_unlock(&p->lib->db_mu);
+        if (s != MD_OK)
+            snprintf(err, errlen, "cannot clear old segments: %s", sqlite3_errmsg(p->db->db));
+    }
+    p->resume = 0;
+    return s;
 }
 
 md_status md_pipeline_begin(md_library *lib, md_store *db, long long video_id, long long job_id,
@@ -73,41 +134,35 @@ md_status md_pipeline_begin(md_library *lib, md_store *db, long long video_id, l
     p->video_id = video_id;
     p->job_id = job_id;
     p->total = total_frames;
-    p->k = lib->p.segment_frames > 0 ? lib->p.segment_frames : 4;
-    p->W = p->k * WINDOW_SEGMENTS;
     p->dim = md_clip_dim(lib->clip);
     p->S = md_clip_image_size(lib->clip);
-    p->interval_ms = sample_interval_ms > 0 ? sample_interval_ms : 1000.0;
-    p->emb = malloc((size_t)p->W * p->dim * sizeof *p->emb);
-    p->ts = malloc((size_t)p->W * sizeof *p->ts);
+    p->tpf = 1 + md_clip_n_patches(lib->clip);
+    md_temporal_params tp;
+    md_temporal_params_default(&tp, p->tpf);
+    tp.segment_frames = lib->p.segment_frames;
+    tp.window_frames = lib->p.window_frames;
+    tp.frame_interval_ms = (int64_t)llround(sample_interval_ms > 0 ? sample_interval_ms : 1000.0);
+    if ((s = md_temporal_stream_new(lib->temporal, &tp, &p->ts, err, errlen)) != MD_OK)
+        goto out;
+    p->tokens = malloc((size_t)EMBED_CHUNK * p->tpf * p->dim * sizeof *p->tokens);
+    p->img = malloc((size_t)EMBED_CHUNK * p->dim * sizeof *p->img);
+    p->pts = malloc(EMBED_CHUNK * sizeof *p->pts);
     p->blob = malloc((size_t)p->dim * 2);
-    p->seg = malloc((size_t)p->dim * sizeof *p->seg);
-    if (!p->emb || !p->ts || !p->blob || !p->seg) {
+    if (!p->tokens || !p->img || !p->pts || !p->blob) {
         s = MD_ERR_NOMEM;
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    long long done, last_end;
-    if ((s = committed_segments(p, &done, &last_end)) != MD_OK) {
-        snprintf(err, errlen, "cannot read committed segments: %s", sqlite3_errmsg(db->db));
+    if ((s = restore(p, err, errlen)) != MD_OK)
         goto out;
-    }
-    /* Only whole windows are committed before the end, so the resume point is
-     * a window boundary; a finished video (partial last window) has nothing
-     * left, which the caller sees as resume >= total. */
-    p->segs = done;
-    p->resume = done * p->k;
-    p->window_first = p->resume;
-    if (done)
-        md_info("job %lld: resuming after %lld committed segments (%lld frames)", job_id, done, p->resume);
     /* Progress in frames from the start, so clients see the total at once. */
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db->db,
                            "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_unit = 'frames', "
                            "updated_at = ? WHERE id = ? AND state = 'running'",
                            -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, p->resume < total_frames ? p->resume : 0);
-        sqlite3_bind_int64(st, 2, total_frames > 0 ? total_frames : 0);
+        sqlite3_bind_int64(st, 1, p->resume);
+        sqlite3_bind_int64(st, 2, total_frames > p->resume ? total_frames : p->resume);
         sqlite3_bind_int64(st, 3, md_now_ms());
         sqlite3_bind_int64(st, 4, job_id);
         sqlite3_step(st);
@@ -121,62 +176,50 @@ out:
 }
 
 long long md_pipeline_resume_frame(const md_pipeline *p) { return p->resume; }
-long long md_pipeline_segments(const md_pipeline *p) { return p->segs; }
+long long md_pipeline_segments(const md_pipeline *p) { return md_temporal_stream_segments(p->ts); }
 long long md_pipeline_frames_embedded(const md_pipeline *p) { return p->embedded; }
+long long md_pipeline_frames(const md_pipeline *p) { return md_temporal_stream_frames_pushed(p->ts); }
 
-/* Stores segments of the buffered frames (all of them when FINAL, else whole
- * windows only) with the job's progress, in one transaction; then adds them
- * to the index. The library mutex orders this against a deletion of the video
- * so a deleted video never reappears in the index. */
-static md_status commit_window(md_pipeline *p, long long end_ms, char *err, size_t errlen)
+/* Stores the segments the stream emitted, its checkpoint and the job's
+ * progress in one transaction, then adds the segments to the index. Holding
+ * the library mutex orders this against a deletion of the video, so a deleted
+ * video never reappears in the index. */
+static md_status commit_segments(md_pipeline *p, char *err, size_t errlen)
 {
     md_library *lib = p->lib;
     md_status s = MD_OK;
     sqlite3_stmt *ins = NULL, *prog = NULL;
-    int nseg = (p->n + p->k - 1) / p->k;
-    if (!nseg)
+    void *ckpt = NULL;
+    size_t ckpt_len = 0;
+    if (p->out.n == 0)
         return MD_OK;
-    float *segv = malloc((size_t)nseg * p->dim * sizeof *segv);
-    long long *t0 = malloc((size_t)nseg * sizeof *t0), *t1 = malloc((size_t)nseg * sizeof *t1);
-    if (!segv || !t0 || !t1) {
-        s = MD_ERR_NOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto done;
+    if ((s = md_temporal_stream_save(p->ts, &ckpt, &ckpt_len)) != MD_OK) {
+        snprintf(err, errlen, "cannot checkpoint the temporal stream");
+        return s;
     }
-    for (int j = 0; j < nseg; j++) {
-        int a = j * p->k, b = a + p->k < p->n ? a + p->k : p->n;
-        float *v = segv + (size_t)j * p->dim;
-        memset(v, 0, (size_t)p->dim * sizeof *v);
-        for (int f = a; f < b; f++)
-            for (int d = 0; d < p->dim; d++)
-                v[d] += p->emb[(size_t)f * p->dim + d];
-        double norm = 0;
+    /* The index gets the stored fp16 values, so it equals what a restart loads. */
+    for (int j = 0; j < p->out.n; j++) {
+        float *v = p->out.emb + (size_t)j * p->dim;
         for (int d = 0; d < p->dim; d++)
-            norm += (double)v[d] * v[d];
-        float inv = norm > 0 ? (float)(1.0 / sqrt(norm)) : 0;
-        for (int d = 0; d < p->dim; d++)
-            v[d] *= inv;
-        t0[j] = p->ts[a];
-        /* Sampling times are a grid: a segment ends where the next one starts. */
-        long long next = (long long)llround((double)p->ts[b - 1] + p->interval_ms);
-        t1[j] = b < p->n ? p->ts[b] : (end_ms > 0 && end_ms < next && end_ms > t0[j] ? end_ms : next);
+            v[d] = md_f16_to_f32(md_f32_to_f16(v[d]));
     }
-
     pthread_mutex_lock(&lib->db_mu);
     if ((s = md_store_begin(p->db)) != MD_OK) {
         snprintf(err, errlen, "database busy: %s", sqlite3_errmsg(p->db->db));
         goto unlock;
     }
     int rc = sqlite3_prepare_v2(p->db->db,
-                                "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_unit = 'frames', "
-                                "updated_at = ? WHERE id = ? AND state = 'running'",
+                                "UPDATE jobs SET progress_done = ?, progress_total = max(progress_total, ?), "
+                                "progress_unit = 'frames', checkpoint = ?, updated_at = ? "
+                                "WHERE id = ? AND state = 'running'",
                                 -1, &prog, NULL);
     if (rc == SQLITE_OK) {
-        long long done = p->window_first + p->n;
+        long long done = md_temporal_stream_next_frame(p->ts);
         sqlite3_bind_int64(prog, 1, done);
-        sqlite3_bind_int64(prog, 2, p->total > done ? p->total : done);
-        sqlite3_bind_int64(prog, 3, md_now_ms());
-        sqlite3_bind_int64(prog, 4, p->job_id);
+        sqlite3_bind_int64(prog, 2, done);
+        sqlite3_bind_blob(prog, 3, ckpt, (int)ckpt_len, SQLITE_STATIC);
+        sqlite3_bind_int64(prog, 4, md_now_ms());
+        sqlite3_bind_int64(prog, 5, p->job_id);
         rc = sqlite3_step(prog);
     }
     if (rc != SQLITE_DONE) {
@@ -190,11 +233,11 @@ static md_status commit_window(md_pipeline *p, long long end_ms, char *err, size
         goto rollback;
     }
     rc = sqlite3_prepare_v2(p->db->db,
-                            "INSERT OR REPLACE INTO segments (video_id, model_id, seq, start_ms, end_ms, embedding) "
+                            "INSERT INTO segments (video_id, model_id, seq, start_ms, end_ms, embedding) "
                             "VALUES (?, ?, ?, ?, ?, ?)",
                             -1, &ins, NULL);
-    for (int j = 0; rc == SQLITE_OK && j < nseg; j++) {
-        const float *v = segv + (size_t)j * p->dim;
+    for (int j = 0; rc == SQLITE_OK && j < p->out.n; j++) {
+        const float *v = p->out.emb + (size_t)j * p->dim;
         for (int d = 0; d < p->dim; d++) {
             uint16_t h = md_f32_to_f16(v[d]);
             p->blob[2 * d] = (uint8_t)(h & 0xff);
@@ -203,9 +246,9 @@ static md_status commit_window(md_pipeline *p, long long end_ms, char *err, size
         sqlite3_reset(ins);
         sqlite3_bind_int64(ins, 1, p->video_id);
         sqlite3_bind_int64(ins, 2, lib->model_id);
-        sqlite3_bind_int64(ins, 3, p->window_first / p->k + j);
-        sqlite3_bind_int64(ins, 4, t0[j]);
-        sqlite3_bind_int64(ins, 5, t1[j]);
+        sqlite3_bind_int64(ins, 3, p->out.seg[j].index);
+        sqlite3_bind_int64(ins, 4, p->out.seg[j].start_ms);
+        sqlite3_bind_int64(ins, 5, p->out.seg[j].end_ms);
         sqlite3_bind_blob(ins, 6, p->blob, p->dim * 2, SQLITE_STATIC);
         rc = sqlite3_step(ins);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -219,46 +262,24 @@ static md_status commit_window(md_pipeline *p, long long end_ms, char *err, size
         snprintf(err, errlen, "cannot commit segments: %s", sqlite3_errmsg(p->db->db));
         goto rollback;
     }
-    /* Searchable at once: the stored fp16 values, so the index equals what a restart loads. */
-    for (int j = 0; j < nseg; j++) {
-        float *v = segv + (size_t)j * p->dim;
-        for (int d = 0; d < p->dim; d++)
-            v[d] = md_f16_to_f32(md_f32_to_f16(v[d]));
-        md_index_add(lib->index, p->video_id, (int)(p->window_first / p->k + j), t0[j], t1[j], v);
-    }
-    p->segs += nseg;
-    p->window_first += p->n;
-    p->n = 0;
+    for (int j = 0; j < p->out.n; j++)
+        md_index_add(lib->index, p->video_id, (int)p->out.seg[j].index, p->out.seg[j].start_ms, p->out.seg[j].end_ms,
+                     p->out.emb + (size_t)j * p->dim);
+    md_segments_clear(&p->out);
     goto unlock;
 rollback:
     md_store_rollback(p->db);
 unlock:
     pthread_mutex_unlock(&lib->db_mu);
-done:
     sqlite3_finalize(ins);
     sqlite3_finalize(prog);
-    free(segv);
-    free(t0);
-    free(t1);
+    free(ckpt);
     return s;
-}
-
-/* Test hook (setting debug_job_delay_ms): a pause after each committed window,
- * so tests can stop the daemon between windows. */
-static void debug_pause(md_pipeline *p)
-{
-    for (int waited = 0; waited < p->lib->p.debug_job_delay_ms; waited += 20) {
-        pthread_mutex_lock(&p->lib->q_mu);
-        int stop = p->lib->stopping;
-        pthread_mutex_unlock(&p->lib->q_mu);
-        if (stop)
-            return;
-        usleep(20000);
-    }
 }
 
 md_status md_pipeline_push(md_pipeline *p, const md_video_batch *b, char *err, size_t errlen)
 {
+    md_status s;
     if (b->size != p->S) {
         snprintf(err, errlen, "frames are %dx%d, the model wants %dx%d", b->size, b->size, p->S, p->S);
         return MD_ERR_INTERNAL;
@@ -268,20 +289,21 @@ md_status md_pipeline_push(md_pipeline *p, const md_video_batch *b, char *err, s
         i0++; /* committed by an earlier run */
     size_t frame = (size_t)3 * p->S * p->S;
     while (i0 < b->n) {
-        int take = b->n - i0, room = p->W - p->n;
-        if (take > room)
-            take = room;
-        md_status s = md_clip_embed_images(p->lib->clip, b->pixels + (size_t)i0 * frame, take,
-                                           p->emb + (size_t)p->n * p->dim, NULL, err, errlen);
-        if (s != MD_OK)
+        int take = b->n - i0 < EMBED_CHUNK ? b->n - i0 : EMBED_CHUNK;
+        if ((s = md_clip_embed_images(p->lib->clip, b->pixels + (size_t)i0 * frame, take, p->img, p->tokens, err,
+                                      errlen)) != MD_OK)
             return s;
         for (int i = 0; i < take; i++)
-            p->ts[p->n + i] = b->frames[i0 + i].target_ms;
-        p->n += take;
+            p->pts[i] = b->frames[i0 + i].target_ms;
+        s = md_temporal_stream_push(p->ts, b->first_index + i0, p->tokens, p->pts, take, &p->out);
+        if (s != MD_OK) {
+            snprintf(err, errlen, "temporal encoder: %s", md_temporal_stream_error(p->ts));
+            return s;
+        }
         p->embedded += take;
         i0 += take;
-        if (p->n == p->W) {
-            if ((s = commit_window(p, -1, err, errlen)) != MD_OK)
+        if (p->out.n) {
+            if ((s = commit_segments(p, err, errlen)) != MD_OK)
                 return s;
             debug_pause(p);
         }
@@ -291,16 +313,24 @@ md_status md_pipeline_push(md_pipeline *p, const md_video_batch *b, char *err, s
 
 md_status md_pipeline_finish(md_pipeline *p, long long end_ms, char *err, size_t errlen)
 {
-    return commit_window(p, end_ms, err, errlen);
+    (void)end_ms; /* the stream ends the last segment one sample interval after its last frame */
+    md_status s = md_temporal_stream_finish(p->ts, &p->out);
+    if (s != MD_OK) {
+        snprintf(err, errlen, "temporal encoder: %s", md_temporal_stream_error(p->ts));
+        return s;
+    }
+    return commit_segments(p, err, errlen);
 }
 
 void md_pipeline_free(md_pipeline *p)
 {
     if (!p)
         return;
-    free(p->emb);
-    free(p->ts);
+    md_temporal_stream_free(p->ts);
+    md_segments_free(&p->out);
+    free(p->tokens);
+    free(p->img);
+    free(p->pts);
     free(p->blob);
-    free(p->seg);
     free(p);
 }

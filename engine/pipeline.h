@@ -8,10 +8,11 @@
  *   md_pipeline_finish(p, ...);                      // last partial window
  *   md_pipeline_free(p);
  *
- * Each window (window_frames samples) is committed in one transaction together
- * with the job's progress, so what is committed is searchable at once and a
- * restart resumes after the last committed window without duplicate or
- * missing segments. One pipeline per job; it uses the caller's connection DB.
+ * Each window's segments are committed in one transaction together with the
+ * temporal stream's checkpoint and the job's progress, so what is committed
+ * is searchable at once and a restart resumes after the last committed window
+ * without duplicate or missing segments. One pipeline per job; it uses the
+ * caller's connection DB.
  */
 #ifndef MD_PIPELINE_H
 #define MD_PIPELINE_H
@@ -33,6 +34,8 @@ md_status md_pipeline_finish(md_pipeline *p, long long end_ms, char *err, size_t
 /* Segments stored for the video so far, and frames embedded by this run. */
 long long md_pipeline_segments(const md_pipeline *p);
 long long md_pipeline_frames_embedded(const md_pipeline *p);
+/* Frames of the video handed to the temporal encoder (all runs). */
+long long md_pipeline_frames(const md_pipeline *p);
 void md_pipeline_free(md_pipeline *p);
 
 #endif

@@ -46,6 +46,16 @@ cJSON *md_library_model_json(md_library *lib)
     cJSON_AddStringToObject(m, "description", md_clip_describe(lib->clip));
     cJSON_AddNumberToObject(m, "dim", md_clip_dim(lib->clip));
     cJSON_AddStringToObject(m, "weights_sha256", md_clip_weights_sha256(lib->clip));
+    cJSON *t = cJSON_AddObjectToObject(m, "temporal");
+    const md_temporal_info *ti = md_temporal_get_info(lib->temporal);
+    cJSON_AddStringToObject(t, "path", lib->temporal_path);
+    cJSON_AddBoolToObject(t, "trained", ti->trained);
+    cJSON_AddBoolToObject(t, "identity", ti->identity);
+    cJSON_AddNumberToObject(t, "layers", ti->cfg.n_layers);
+    cJSON_AddStringToObject(t, "summary", lib->temporal_label);
+    if (!ti->trained)
+        cJSON_AddStringToObject(t, "message", "untrained temporal encoder: segment embeddings are the mean of their "
+                                              "frames' CLIP embeddings until trained weights are configured");
     cJSON_AddNumberToObject(m, "segments", (double)md_index_count(lib->index));
     cJSON_AddNumberToObject(m, "index_bytes", (double)md_index_bytes(lib->index));
     cJSON_AddNumberToObject(m, "load_s", round3(lib->model_load_s));

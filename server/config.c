@@ -46,6 +46,14 @@ static const setting SETTINGS[] = {
      "comma-separated browser origins allowed by CORS, or * (empty: none)"},
     {"log_level", T_ENUM, "info", 0, 0, "debug|info|warn|error", F(log_level), 0, "log verbosity"},
     {"device", T_ENUM, "auto", 0, 0, "auto|cpu|cuda", F(device), 0, "compute backend"},
+    {"sample_fps", T_STR, "1", 0, 0, NULL, F(sample_fps), 0, "frames sampled per second of video (0.01 to 30)"},
+    {"segment_frames", T_INT, "4", 1, 64, NULL, F(segment_frames), 0,
+     "sampled frames per stored segment (k): a segment spans k / sample_fps seconds"},
+    {"window_frames", T_INT, "32", 1, 1024, NULL, F(window_frames), 0,
+     "frames the temporal encoder sees at once (T); a multiple of segment_frames"},
+    {"temporal", T_STR, "", 0, 0, NULL, F(temporal), 0,
+     "temporal.safetensors to use (empty: MODEL_DIR/temporal.safetensors if present, else a fresh untrained "
+     "encoder kept in DATA_DIR/temporal/)"},
     {"job_retries", T_INT, "3", 0, 100, NULL, F(job_retries), 0,
      "times a job interrupted by a crash is resumed before it is failed"},
     {"debug_job_delay_ms", T_INT, "0", 0, 60000, NULL, F(debug_job_delay_ms), 0,
@@ -297,6 +305,25 @@ static md_status validate(md_config *cfg, char *err, size_t errlen)
         struct stat sb;
         if (stat(cfg->model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
             seterr(err, errlen, "setting 'model_dir': '%s' is not a directory", cfg->model_dir);
+            return MD_ERR_INVALID;
+        }
+    }
+    char *end;
+    cfg->sample_fps_v = strtod(cfg->sample_fps, &end);
+    if (end == cfg->sample_fps || *end || !(cfg->sample_fps_v >= 0.01 && cfg->sample_fps_v <= 30)) {
+        seterr(err, errlen, "setting 'sample_fps': '%s' is not a number from 0.01 to 30", cfg->sample_fps);
+        return MD_ERR_INVALID;
+    }
+    if (cfg->window_frames % cfg->segment_frames != 0) {
+        seterr(err, errlen, "setting 'window_frames': %lld is not a multiple of segment_frames (%lld)",
+               cfg->window_frames, cfg->segment_frames);
+        return MD_ERR_INVALID;
+    }
+    if (cfg->temporal[0]) {
+        struct stat sb;
+        if (stat(cfg->temporal, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            seterr(err, errlen, "setting 'temporal': '%s' is not a file (create one with momentd init-temporal)",
+                   cfg->temporal);
             return MD_ERR_INVALID;
         }
     }

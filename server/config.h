@@ -34,6 +34,11 @@ typedef struct md_config {
     char *log_level;
     char *device;
     long long job_retries;
+    char *sample_fps;      /* frames per second of video; parsed as a number at validation */
+    double sample_fps_v;
+    long long segment_frames;
+    long long window_frames;
+    char *temporal;        /* temporal.safetensors path ("" = default) */
     long long debug_job_delay_ms; /* test hook: slows each job step; 0 in production */
     char *config_file; /* the file that was read, or NULL */
 } md_config;

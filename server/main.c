@@ -31,6 +31,9 @@ static void usage(void)
            "Usage:\n"
            "  momentd [serve] [--config FILE] [--name value ...]   run the daemon (default)\n"
            "  momentd version                                      print version and build\n"
+           "  momentd embed-text --model DIR TEXT                  token ids and text embedding as JSON\n"
+           "  momentd embed-image --model DIR FILE                 image embedding of a picture or video frame\n"
+           "  momentd init-temporal [--d-model N] [--layers N] FILE  write a fresh (identity) temporal encoder\n"
            "  momentd --help                                       this text\n\n",
            MD_VERSION);
     md_config_print_help();
@@ -98,6 +101,10 @@ static int serve(int argc, char **argv, int first)
     p.job_retries = (int)cfg.job_retries;
     p.debug_job_delay_ms = (int)cfg.debug_job_delay_ms;
     p.model_dir = cfg.model_dir;
+    p.sample_fps = cfg.sample_fps_v;
+    p.segment_frames = (int)cfg.segment_frames;
+    p.window_frames = (int)cfg.window_frames;
+    p.temporal_path = cfg.temporal;
     p.backend = srv.backend;
     if (md_library_open(&p, &srv.lib, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
@@ -125,6 +132,7 @@ out:
 }
 
 int md_cli_main(int argc, char **argv); /* server/cli.c: embed-text, embed-image; -1 for other commands */
+int md_cli_init_temporal(int argc, char **argv); /* server/cli_temporal.c */
 
 int main(int argc, char **argv)
 {
@@ -137,6 +145,8 @@ int main(int argc, char **argv)
         printf("momentd %s (%s)\n", MD_VERSION, MD_BUILD);
         return 0;
     }
+    if (strcmp(cmd, "init-temporal") == 0)
+        return md_cli_init_temporal(argc, argv);
     int cli_rc = md_cli_main(argc, argv);
     if (cli_rc >= 0)
         return cli_rc;

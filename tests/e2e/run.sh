@@ -524,11 +524,11 @@ fi
 echo "# 15. full disk: a small tmpfs as data dir"
 E2E_MOUNT=$TMP/full
 mkdir -p "$E2E_MOUNT"
-if mount -t tmpfs -o size=6m tmpfs "$E2E_MOUNT" 2>/dev/null; then
+if mount -t tmpfs -o size=32m tmpfs "$E2E_MOUNT" 2>/dev/null; then
     if start_daemon full "$E2E_MOUNT/data"; then
-        ok "daemon on a 6 MiB tmpfs starts"
-        head -c 8000000 /dev/urandom >"$TMP/media/8mb.bin"
-        api POST "/v1/videos?name=8mb.bin" --data-binary "@$TMP/media/8mb.bin"
+        ok "daemon on a 32 MiB tmpfs starts"
+        head -c 40000000 /dev/urandom >"$TMP/media/big40.bin"
+        api POST "/v1/videos?name=big40.bin" --data-binary "@$TMP/media/big40.bin"
         check_error "upload larger than the free space" 507
         check_jq "507 message says the disk is full" '.error.message | test("disk full")'
         left=$(find "$E2E_MOUNT/data/tmp" "$E2E_MOUNT/data/videos" -type f | wc -l)
@@ -540,7 +540,7 @@ if mount -t tmpfs -o size=6m tmpfs "$E2E_MOUNT" 2>/dev/null; then
         stop_daemon full || true
         check_eq "daemon on a full disk exits 0 on SIGTERM" 0 "$EXIT_RC"
     else
-        not_ok "daemon on a 6 MiB tmpfs starts" "see log above"
+        not_ok "daemon on a 32 MiB tmpfs starts" "see log above"
     fi
     umount "$E2E_MOUNT" && E2E_MOUNT=""
 else
@@ -563,6 +563,14 @@ if start_daemon search "$TMP/data7"; then
     check_eq "both real clips are indexed" "done" "$JOB_STATE"
     check_jq "progress counts frames" '.progress.unit == "frames" and .progress.total > 0'
     d2=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$CLIP2")
+    api GET "/v1/videos/$s2"
+    check_jq "the video reports its token reduction and temporal encoder" \
+        '.n_frames > 0 and .n_segments > 0 and .token_reduction.ratio > 1
+         and .token_reduction.stored_vectors == .n_segments and (.temporal | test("untrained"))
+         and .token_reduction.stored_bytes_per_hour > 0'
+    api GET /v1/health
+    check_jq "health says which temporal encoder is in use" \
+        '.model.temporal.trained == false and .model.temporal.identity == true and (.model.temporal.path | length > 0)'
 
     api GET "/v1/search?q=a+dog+jumps+into+a+pool&k=5"
     check_status "text search answers 200" 200
@@ -702,6 +710,29 @@ rc=0
 "$E2E_BIN" serve --port 0 --data-dir "$TMP/data9" --model-dir "$TMP/badmodel" >"$TMP/bad.out" 2>"$TMP/bad.err" || rc=$?
 check "a truncated model file stops start-up with a non-zero status" test "$rc" -ne 0
 check "the message names the model and what is wrong" grep -qi "model.*badmodel.*\(truncat\|short\|size\|beyond\)" "$TMP/bad.err"
+
+# =============================================================================
+echo "# 19. init-temporal"
+rc=0
+"$E2E_BIN" init-temporal --d-model 512 --layers 1 "$TMP/t.safetensors" >"$TMP/it.out" 2>&1 || rc=$?
+check_eq "init-temporal writes a fresh encoder" 0 "$rc"
+E2E_BODY_SAVE=$E2E_BODY; E2E_BODY=$TMP/it.out
+check_jq "init-temporal prints what it wrote" '.identity == true and .trained == false and .layers == 1'
+E2E_BODY=$E2E_BODY_SAVE
+rc=0
+"$E2E_BIN" init-temporal "$TMP/t.safetensors" >/dev/null 2>&1 || rc=$?
+check_eq "init-temporal refuses to overwrite without --force" 1 "$rc"
+if start_daemon pinned "$TMP/data10" --temporal "$TMP/t.safetensors"; then
+    api GET /v1/health
+    check_jq "a pinned temporal file is used" '.model.temporal.path == $p and .model.temporal.layers == 1' \
+        --arg p "$TMP/t.safetensors"
+    stop_daemon pinned || true
+fi
+head -c 3000 "$TMP/t.safetensors" >"$TMP/t-bad.safetensors"
+rc=0
+"$E2E_BIN" serve --port 0 --data-dir "$TMP/data11" --temporal "$TMP/t-bad.safetensors" >/dev/null 2>"$TMP/tbad.err" || rc=$?
+check "a damaged temporal file stops start-up" test "$rc" -ne 0
+check "the message names the temporal file" grep -q "t-bad.safetensors" "$TMP/tbad.err"
 
 # =============================================================================
 echo "# runtime $((SECONDS - T0)) s"
