@@ -13,7 +13,7 @@
  *
  * A query is memory-bound: it streams every row once. The first pass scans the
  * int8 rows (a quarter of float32's traffic; 512 MB for 1M x 512) with SIMD
- * (AVX2 + FMA when the CPU has it, chosen at run time; plain C otherwise) on
+ * (AVX-512 or AVX2 + FMA when the CPU has them, chosen at run time; plain C otherwise) on
  * md_index_set_threads threads over row ranges, keeps the best
  * max(256, 4 (offset + k)) candidates, and re-scores them exactly from the
  * halves; moments then grow over neighbours scored exactly too. MD_SCAN_EXACT
@@ -65,9 +65,9 @@ size_t md_index_bytes(md_index *ix);
  * indexes use fewer (a thread gets at least 4M values). Returns the number now
  * in effect. Safe at any time. */
 int md_index_set_threads(md_index *ix, int n);
-/* The first-pass kernel in use: "avx2" or "scalar". */
+/* The kernel set in use: "avx512", "avx2" or "scalar". */
 const char *md_search_kernel(void);
-/* Forces the kernel ("avx2", "scalar") for tests and benchmarks; process-wide.
+/* Forces the kernels ("avx512", "avx2", "scalar") for tests and benchmarks; process-wide.
  * MD_ERR_UNSUPPORTED when this CPU lacks it. Searches running meanwhile may
  * mix kernels (scores then differ in the last bits, nothing worse). */
 md_status md_search_set_kernel(const char *name);
