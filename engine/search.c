@@ -20,6 +20,7 @@
 #include "safetensors.h" /* md_f32_to_f16, md_f16_to_f32 */
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define MD_SEARCH_X86 1
 #endif
@@ -240,8 +241,12 @@ static const kernels k_avx512 = {"avx512", scan_i8_avx512, scan_f16_avx512};
 
 static int have_avx2(void)
 {
+    /* F16C through cpuid: not every compiler's __builtin_cpu_supports knows it
+     * (clang 14 does not). The AVX2 check already covers the OS saving YMM. */
+    unsigned a, b, c, d;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+           (c & bit_F16C);
 }
 
 static int have_avx512(void)
