@@ -34,7 +34,7 @@
  *   md_mamba_config c; md_mamba_config_default(&c, 512); c.n_layers = 2;
  *   md_mamba *m; md_mamba_new(&c, &m, err, sizeof err);   // zeroed weights; fill m->layers[i]...
  *   md_mamba_prepare(m);                                   // after the weights are written
- *   md_mamba_forward(m, x, L, NULL, 0);                    // x [L, d_model], in place
+ *   md_mamba_forward(m, NULL, x, L, NULL, 0);              // x [L, d_model], in place
  *   md_mamba_free(m);
  *
  * Ownership: an md_mamba owns its weights (one allocation). Thread-safety: after md_mamba_prepare
@@ -90,6 +90,7 @@ typedef struct md_mamba_dir {
     float *A_log;     /* [d_inner, d_state] */
     float *D;         /* [d_inner] */
     float *A;         /* [d_inner, d_state] = -exp(A_log), derived by md_mamba_prepare */
+    float *conv_wt;   /* [d_conv, d_inner]: conv_w transposed, derived by md_mamba_prepare */
 } md_mamba_dir;
 
 typedef struct md_mamba_layer {
@@ -134,26 +135,39 @@ void md_mamba_state_reset(md_mamba_state *s);
 /* Floats in conv and ssm together (for serialising). */
 size_t md_mamba_state_floats(const md_mamba_state *s);
 
-/* The selective scan of one direction (the reference a GPU kernel is checked against):
+/* The selective scan of one direction:
  *   for t in 0..L-1:  h = exp(delta[t] * A) * h + delta[t] * B_t * u[t];  y[t] = C_t . h + D * u[t]
  * u, delta, y: [L, d_inner] (row stride d_inner); A: [d_inner, d_state]; B_t = B + t * ldbc and
  * C_t = C + t * ldbc ([d_state] each, so both can point into x_proj's output); D: [d_inner].
  * H: [d_inner, d_state] holds the state before step 0 (NULL: zeros) and, on return, the state
- * after the first H_AT steps (0 <= h_at <= L; h_at = L: the end). exp(delta * A) is computed with
- * a polynomial exp accurate to a few float ulps. */
+ * after the first H_AT steps (0 <= h_at <= L; h_at = L: the end).
+ * md_mamba_selective_scan_ref is the plain loop (libm expf), the reference a GPU kernel is checked
+ * against; md_mamba_selective_scan computes the same sums in the same order, 8 channels at a time
+ * with a polynomial exp (a few float ulps from expf), on as many threads as OpenBLAS uses. */
+void md_mamba_selective_scan_ref(int L, int d_inner, int d_state, const float *u, const float *delta,
+                                 const float *A, const float *B, const float *C, int ldbc, const float *D, float *h,
+                                 int h_at, float *y);
 void md_mamba_selective_scan(int L, int d_inner, int d_state, const float *u, const float *delta, const float *A,
                              const float *B, const float *C, int ldbc, const float *D, float *h, int h_at,
                              float *y);
 
+/* Scratch memory of md_mamba_mixer / md_mamba_forward, grown as needed and kept, so that encoding
+ * window after window neither allocates nor page-faults each time. One per thread at a time; pass
+ * NULL to those functions to have them allocate for the call. NULL from _new when out of memory. */
+typedef struct md_mamba_ws md_mamba_ws;
+md_mamba_ws *md_mamba_ws_new(void);
+void md_mamba_ws_free(md_mamba_ws *ws);
+
 /* The mixer of layer LAYER on U [L, d_model] (already normed): OUT [L, d_model] = y . out_proj^T
  * (+ bias), directions DIRS (a subset of the model's). When STATE is non-NULL the forward
  * direction starts from STATE's layer LAYER and leaves there its state after the first STATE_AT
- * tokens (0 <= state_at <= L). MD_ERR_NOMEM. */
-md_status md_mamba_mixer(const md_mamba *m, int layer, int dirs, const float *u, int L, md_mamba_state *state,
-                         int state_at, float *out);
+ * tokens (0 <= state_at <= L). WS: scratch (NULL: allocated for the call). MD_ERR_NOMEM. */
+md_status md_mamba_mixer(const md_mamba *m, md_mamba_ws *ws, int layer, int dirs, const float *u, int L,
+                         md_mamba_state *state, int state_at, float *out);
 
 /* The encoder, in place on X [L, d_model]: every layer, then norm_f. STATE / STATE_AT as for
  * md_mamba_mixer, for every layer (NULL: a stand-alone sequence). MD_ERR_NOMEM. */
-md_status md_mamba_forward(const md_mamba *m, float *x, int L, md_mamba_state *state, int state_at);
+md_status md_mamba_forward(const md_mamba *m, md_mamba_ws *ws, float *x, int L, md_mamba_state *state,
+                           int state_at);
 
 #endif

@@ -527,6 +527,7 @@ struct md_temporal_stream {
     md_temporal_params p;
     int dim, tpf;
     md_mamba_state *state;
+    md_mamba_ws *ws;      /* the encoder's scratch, kept between windows */
     float *buf;           /* [window_frames + 1][tpf][dim]: frames pushed, not committed */
     int64_t *pts;         /* [window_frames + 1] */
     int nbuf;
@@ -557,7 +558,8 @@ md_status md_temporal_stream_new(md_temporal *t, const md_temporal_params *p, md
     s->pts = malloc((size_t)(p->window_frames + 1) * sizeof *s->pts);
     s->work = malloc((size_t)p->window_frames * frame * sizeof *s->work);
     s->acc = malloc(3 * (size_t)s->dim * sizeof *s->acc);
-    if (!s->buf || !s->pts || !s->work || !s->acc || md_mamba_state_new(t->m, &s->state) != MD_OK) {
+    s->ws = md_mamba_ws_new();
+    if (!s->buf || !s->pts || !s->work || !s->acc || !s->ws || md_mamba_state_new(t->m, &s->state) != MD_OK) {
         md_temporal_stream_free(s);
         snprintf(err, errlen, "temporal stream: out of memory");
         return MD_ERR_NOMEM;
@@ -573,6 +575,7 @@ void md_temporal_stream_free(md_temporal_stream *s)
     if (!s)
         return;
     md_mamba_state_free(s->state);
+    md_mamba_ws_free(s->ws);
     free(s->acc);
     free(s->work);
     free(s->pts);
@@ -614,7 +617,7 @@ static md_status run_window(md_temporal_stream *s, int nf, int commit, int final
     assert(nf >= 1 && nf <= s->nbuf && commit >= 1 && commit <= nf);
     assert(final || commit < s->nbuf);
     memcpy(s->work, s->buf, (size_t)nf * frame * sizeof *s->work);
-    md_status rc = md_mamba_forward(s->t->m, s->work, nf * s->tpf, s->state, commit * s->tpf);
+    md_status rc = md_mamba_forward(s->t->m, s->ws, s->work, nf * s->tpf, s->state, commit * s->tpf);
     if (rc != MD_OK) {
         snprintf(s->err, sizeof s->err, "temporal encoder: %s", md_status_str(rc));
         return rc;

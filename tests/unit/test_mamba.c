@@ -139,6 +139,8 @@ static void test_selective_scan(void)
         }
     md_mamba_selective_scan(L, DI, N, u, dl, A, B, C, LD, D, NULL, L, y);
     CHECK(check_ref("scan", y, ref, (size_t)L * DI));
+    md_mamba_selective_scan_ref(L, DI, N, u, dl, A, B, C, LD, D, NULL, L, y2);
+    CHECK(check_ref("scan_ref", y2, ref, (size_t)L * DI));
     /* In two pieces with the state carried through h: the same. */
     md_mamba_selective_scan(13, DI, N, u, dl, A, B, C, LD, D, h, 13, y2);
     md_mamba_selective_scan(L - 13, DI, N, u + 13 * DI, dl + 13 * DI, A, B + 13 * LD, C + 13 * LD, LD, D, h, L - 13,
@@ -183,14 +185,14 @@ static void test_block_mixer(void)
         for (int dirs = 1; dirs <= 3; dirs++) {
             snprintf(name, sizeof name, "mixer_%s.L%d", dn[dirs], L);
             float *ref = get_f32(r, name, NULL);
-            CHECK_EQ_INT(md_mamba_mixer(m, 0, dirs, u, L, NULL, 0, out), MD_OK);
+            CHECK_EQ_INT(md_mamba_mixer(m, NULL, 0, dirs, u, L, NULL, 0, out), MD_OK);
             CHECK(ref && check_ref(name, out, ref, n));
             free(ref);
         }
         snprintf(name, sizeof name, "enc.L%d", L);
         float *ref = get_f32(r, name, NULL);
         memcpy(out, u, n * sizeof *out);
-        CHECK_EQ_INT(md_mamba_forward(m, out, L, NULL, 0), MD_OK);
+        CHECK_EQ_INT(md_mamba_forward(m, NULL, out, L, NULL, 0), MD_OK);
         CHECK(ref && check_ref(name, out, ref, n));
         free(ref), free(u), free(out);
     }
@@ -228,7 +230,7 @@ static void test_encoder(void)
             float *ref = get_f32(r, name, NULL);
             memcpy(out, x, n * sizeof *out);
             m->cfg.dirs = fwd ? MD_MAMBA_FWD : MD_MAMBA_BOTH;
-            CHECK_EQ_INT(md_mamba_forward(m, out, L, NULL, 0), MD_OK);
+            CHECK_EQ_INT(md_mamba_forward(m, NULL, out, L, NULL, 0), MD_OK);
             m->cfg.dirs = MD_MAMBA_BOTH;
             CHECK(ref && check_ref(name, out, ref, n));
             free(ref);
@@ -242,35 +244,40 @@ out:
 
 /* ---- streaming: two halves with the state carried == one pass (forward direction) ----------- */
 
-static void halves(md_mamba *m, const float *x, int L, int split, const float *ref_fwd)
+/* X [L] in pieces cut at CUTS (ascending, NCUT of them) with the forward state carried == one
+ * pass, forward direction only; without the state it differs. */
+static void pieces(md_mamba *m, const float *x, int L, const int *cuts, int ncut, const float *ref_fwd)
 {
-    size_t n = (size_t)L * m->cfg.d_model;
+    const int dm = m->cfg.d_model;
+    size_t n = (size_t)L * dm;
     float *one = malloc(n * sizeof *one), *two = malloc(n * sizeof *two), *nost = malloc(n * sizeof *nost);
     md_mamba_state *st = NULL;
+    md_mamba_ws *ws = md_mamba_ws_new();
     CHECK_EQ_INT(md_mamba_state_new(m, &st), MD_OK);
-    if (!one || !two || !nost || !st)
+    if (!one || !two || !nost || !st || !ws)
         goto out;
     memcpy(one, x, n * sizeof *one);
     memcpy(two, x, n * sizeof *two);
     memcpy(nost, x, n * sizeof *nost);
     int saved = m->cfg.dirs;
     m->cfg.dirs = MD_MAMBA_FWD;
-    CHECK_EQ_INT(md_mamba_forward(m, one, L, NULL, 0), MD_OK);
-    size_t h = (size_t)split * m->cfg.d_model;
-    CHECK_EQ_INT(md_mamba_forward(m, two, split, st, split), MD_OK);
-    CHECK_EQ_INT(md_mamba_forward(m, two + h, L - split, st, L - split), MD_OK);
-    /* Without the carried state the second half differs: the state matters. */
-    CHECK_EQ_INT(md_mamba_forward(m, nost, split, NULL, 0), MD_OK);
-    CHECK_EQ_INT(md_mamba_forward(m, nost + h, L - split, NULL, 0), MD_OK);
+    CHECK_EQ_INT(md_mamba_forward(m, NULL, one, L, NULL, 0), MD_OK);
+    for (int i = 0, a = 0; i <= ncut; i++) {
+        int b = i < ncut ? cuts[i] : L;
+        CHECK_EQ_INT(md_mamba_forward(m, ws, two + (size_t)a * dm, b - a, st, b - a), MD_OK);
+        CHECK_EQ_INT(md_mamba_forward(m, ws, nost + (size_t)a * dm, b - a, NULL, 0), MD_OK);
+        a = b;
+    }
     m->cfg.dirs = saved;
     double e = rel(two, one, n), e0 = rel(nost, one, n);
     if (!(e < 1e-5) || !(e0 > 1e-3))
-        fprintf(stderr, "  split %d of %d: carried %.3g, not carried %.3g\n", split, L, e, e0);
+        fprintf(stderr, "  %d cuts from %d of %d: carried %.3g, not carried %.3g\n", ncut, cuts[0], L, e, e0);
     CHECK(e < 1e-5);
     CHECK(e0 > 1e-3);
     if (ref_fwd)
-        CHECK(check_ref("halves vs reference", two, ref_fwd, n));
+        CHECK(check_ref("pieces vs reference", two, ref_fwd, n));
 out:
+    md_mamba_ws_free(ws);
     md_mamba_state_free(st);
     free(one), free(two), free(nost);
 }
@@ -286,12 +293,21 @@ static void test_stream_halves(void)
         goto out;
     float *x = get_f32(r, "x.L100", NULL), *ref = get_f32(r, "enc_fwd.L100", NULL);
     float *u = get_f32(rb, "u.L100", NULL);
-    if (x && ref)
-        for (int split = 1; split < 100; split += 37)
-            halves(md_temporal_model(t), x, 100, split, ref);
+    /* Two halves at several points, and pieces shorter than the conv window (d_conv - 1 = 2 and
+     * 3) so that carried conv inputs are carried again. */
+    static const int c1[] = {1}, c38[] = {38}, c75[] = {75}, c50[] = {50}, c99[] = {99};
+    static const int c3[] = {40, 41, 42}, c4[] = {1, 2, 60, 62};
+    if (x && ref) {
+        pieces(md_temporal_model(t), x, 100, c1, 1, ref);
+        pieces(md_temporal_model(t), x, 100, c38, 1, ref);
+        pieces(md_temporal_model(t), x, 100, c75, 1, ref);
+        pieces(md_temporal_model(t), x, 100, c3, 3, ref);
+    }
     if (u) {
-        halves(md_temporal_model(tb), u, 100, 50, NULL);
-        halves(md_temporal_model(tb), u, 100, 99, NULL);
+        pieces(md_temporal_model(tb), u, 100, c50, 1, NULL);
+        pieces(md_temporal_model(tb), u, 100, c99, 1, NULL);
+        pieces(md_temporal_model(tb), u, 100, c4, 4, NULL);
+        pieces(md_temporal_model(tb), u, 100, c3, 3, NULL);
     }
     free(x), free(ref), free(u);
 out:
@@ -390,7 +406,7 @@ static void test_stream_windows(void)
             int nf = n - f0 < p.window_frames ? n - f0 : p.window_frames;
             int final = f0 + nf >= n, commit = final ? nf : p.window_frames - p.overlap_frames;
             memcpy(w, x + (size_t)f0 * tpf * D, (size_t)nf * tpf * D * sizeof *w);
-            CHECK_EQ_INT(md_mamba_forward(m, w, nf * tpf, st, commit * tpf), MD_OK);
+            CHECK_EQ_INT(md_mamba_forward(m, NULL, w, nf * tpf, st, commit * tpf), MD_OK);
             memcpy(enc + (size_t)f0 * tpf * D, w, (size_t)commit * tpf * D * sizeof *w);
             f0 += commit;
         }
