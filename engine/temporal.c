@@ -765,7 +765,7 @@ md_status md_temporal_stream_save(const md_temporal_stream *s, void **blob, size
     return MD_OK;
 }
 
-md_status md_temporal_stream_restore(md_temporal_stream *s, const void *blob, size_t len, char *err, size_t errlen)
+static md_status restore(md_temporal_stream *s, const void *blob, size_t len, char *err, size_t errlen)
 {
     const unsigned char *b = blob, *p = b;
     md_mamba_state *st = s->state;
@@ -829,4 +829,13 @@ md_status md_temporal_stream_restore(md_temporal_stream *s, const void *blob, si
     s->nbuf = 0;
     s->err[0] = 0;
     return MD_OK;
+}
+
+md_status md_temporal_stream_restore(md_temporal_stream *s, const void *blob, size_t len, char *err, size_t errlen)
+{
+    s->err[0] = 0;
+    md_status rc = restore(s, blob, len, s->err, sizeof s->err);
+    if (err && errlen)
+        snprintf(err, errlen, "%s", s->err);
+    return rc;
 }

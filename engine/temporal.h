@@ -185,7 +185,8 @@ const char *md_temporal_stream_error(const md_temporal_stream *s);
 md_status md_temporal_stream_save(const md_temporal_stream *s, void **blob, size_t *len);
 /* Replaces S's state with BLOB's; S must have been made with the same weights (hash) and
  * parameters. Drops any buffered frames. MD_ERR_INVALID (damaged blob) or MD_ERR_CONFLICT (other
- * weights or parameters), message in ERR. */
+ * weights or parameters), message in ERR (may be NULL) and in md_temporal_stream_error(). S is
+ * unchanged on failure. */
 md_status md_temporal_stream_restore(md_temporal_stream *s, const void *blob, size_t len, char *err, size_t errlen);
 
 #endif

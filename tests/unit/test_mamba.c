@@ -517,6 +517,9 @@ static void test_checkpoint(void)
     b[len / 2] ^= 1;
     CHECK_EQ_INT(md_temporal_stream_restore(s2, blob, len, err, sizeof err), MD_ERR_INVALID);
     CHECK(strstr(err, "checksum") != NULL);
+    CHECK(strstr(md_temporal_stream_error(s2), "checksum") != NULL);
+    CHECK_EQ_INT(md_temporal_stream_next_frame(s2), n); /* a failed restore changes nothing */
+    CHECK_EQ_INT(md_temporal_stream_segments(s2), all.n);
     b[len / 2] ^= 1;
     CHECK_EQ_INT(md_temporal_stream_restore(s2, blob, len - 7, err, sizeof err), MD_ERR_INVALID);
     CHECK_EQ_INT(md_temporal_stream_restore(s2, blob, 10, err, sizeof err), MD_ERR_INVALID);
