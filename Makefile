@@ -147,6 +147,20 @@ bench-decode: $(BUILD)/bench_decode
 
 bench: bench-decode
 
+# Search benchmark (not a test; tests/bench/bench_search.sh): momentd's segment index (int8 first
+# pass + exact re-scoring + moments), text encoding and text -> moments over 10k/100k/1M synthetic
+# segments, next to FAISS IndexFlatIP on the same vectors and cores; needs PYTHON with faiss-cpu.
+BENCH_SEARCH_THREADS ?= 2
+.PHONY: bench-search
+$(BUILD)/bench_search: tests/bench/bench_search.c $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+bench-search: $(BUILD)/bench_search
+	PYTHON=$(PYTHON) BENCH_THREADS=$(BENCH_SEARCH_THREADS) bash tests/bench/bench_search.sh $(BUILD)/bench_search
+
+bench: bench-search
+
 clean:
 	rm -rf build build-asan momentd
 
