@@ -603,6 +603,23 @@ static void test_demo_round_trip(void)
     CHECK_EQ_INT(md_clip_embed_text(a, longtext, ea, ids, &n, err, sizeof err), MD_OK);
     CHECK(n == 77 && ids[76] == 513);
 
+    /* Whatever backend "auto" picks, the model runs on one that implements every op it uses
+     * (the CUDA table has none yet: md_clip_load falls back to the CPU). */
+    const md_backend_i *be = NULL;
+    CHECK_EQ_INT(md_backend_select("auto", &be, err, sizeof err), MD_OK);
+    md_clip *ab = NULL;
+    CHECK_EQ_INT(md_clip_load(d1, be, &ab, err, sizeof err), MD_OK);
+    if (ab) {
+        const md_backend_i *used = md_clip_backend(ab);
+        fprintf(stderr, "  demo with device auto: selected %s, model runs on %s\n", be->name, used->name);
+        for (int op = MD_OP_NONE + 1; op < MD_OP_COUNT; op++)
+            CHECK(used->supports((md_op)op));
+        float eb[512];
+        CHECK_EQ_INT(md_clip_embed_text(ab, "ab", eb, NULL, NULL, err, sizeof err), MD_OK);
+        CHECK(rel_err(eb, ec, 512) > 0); /* d1 is seed 42, ec came from seed 43 */
+    }
+    md_clip_free(ab);
+
     /* Images: two different inputs, batched, normalised, tokens' CLS row = image embedding. */
     size_t px = 3 * 224 * 224;
     float *pix = malloc(2 * px * sizeof *pix), *emb = malloc(2 * 512 * sizeof *emb),
