@@ -459,9 +459,12 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
         err[0] = 0;
     if (!dir || !dir[0])
         return fail(err, errlen, MD_ERR_INVALID, "no model directory given");
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return fail(err, errlen, MD_ERR_NOT_FOUND, "%s: %s", dir,
-                    errno == ENOENT || S_ISREG(sb.st_mode) ? "not a model directory" : strerror(errno));
+    if (stat(dir, &sb) != 0)
+        return fail(err, errlen, errno == ENOENT || errno == ENOTDIR ? MD_ERR_NOT_FOUND : MD_ERR_IO,
+                    "%s: %s (not a model directory)", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return fail(err, errlen, MD_ERR_NOT_FOUND, "%s: not a model directory (a Hugging Face CLIP checkpoint "
+                    "directory holds config.json, model.safetensors, vocab.json, merges.txt)", dir);
     m = calloc(1, sizeof *m);
     if (!m)
         return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
@@ -519,6 +522,13 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
                   dir, nv, m->t.c.vocab);
         goto out;
     }
+
+    /* transformers pools at the first eos_token_id; if the tokenizer never emits it, every text
+     * would pool at position 0. Allowed (transformers does the same), but worth a loud warning. */
+    if (m->t.c.eos != 2 && m->t.c.eos != md_tokenizer_eos_id(m->tok))
+        md_warn("clip: %s: config eos_token_id %d is not the tokenizer's <|endoftext|> (%d): text embeddings "
+                "will pool at the first token",
+                dir, m->t.c.eos, md_tokenizer_eos_id(m->tok));
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if ((st = md_sha256_file(path, m->sha, NULL)) != MD_OK) {

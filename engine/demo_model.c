@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cJSON.h"
 #include "clip.h"
@@ -149,12 +150,15 @@ static void utf8(int cp, char *out)
     }
 }
 
+/* Writes TEXT to PATH.tmp, then renames it: a crash never leaves a half-written file behind. */
 static md_status write_text(const char *path, const char *text, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "wb");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
     if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return MD_ERR_IO;
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return errno == ENOSPC ? MD_ERR_NO_SPACE : MD_ERR_IO;
     }
     size_t n = strlen(text);
     int ok = fwrite(text, 1, n, f) == n;
@@ -163,7 +167,12 @@ static md_status write_text(const char *path, const char *text, char *err, size_
         ok = 0;
         e = errno;
     }
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
     if (!ok) {
+        unlink(tmp);
         snprintf(err, errlen, "%s: write: %s", path, strerror(e));
         return e == ENOSPC ? MD_ERR_NO_SPACE : MD_ERR_IO;
     }
