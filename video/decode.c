@@ -93,7 +93,7 @@ struct md_video_decoder {
     int n_recent;
 
     int input_done, flushed, decoder_done;
-    int consecutive, decode_errors;
+    int consecutive, decode_errors, stalls;
     int cancelled;
     md_status failed;
     char err[256];
@@ -117,6 +117,14 @@ static int interrupt_cb(void *opaque)
     if (!d->cancelled && d->p.interrupt && d->p.interrupt(d->p.interrupt_ctx))
         d->cancelled = 1;
     return d->cancelled;
+}
+
+/* The pre-scan's progress calls carry the caller's interrupt. */
+static int probe_interrupt(void *opaque, long long done, long long total)
+{
+    (void)done;
+    (void)total;
+    return interrupt_cb(opaque);
 }
 
 static md_status open_error(int ret, int cancelled, char *err, size_t errlen)
@@ -315,6 +323,30 @@ static void header_info(const AVFormatContext *fmt, int idx, md_video_info *info
     info->size_bytes = size;
 }
 
+/* Keyframe count and largest gap from the container's index when it lists every frame (mp4,
+ * mov, avi), so keyframe mode needs no scan there. 0 when the index cannot tell. */
+static int index_keyframes(AVStream *vs, md_video_info *info)
+{
+    int n = avformat_index_get_entries_count(vs);
+    if (n <= 0 || vs->nb_frames <= 0 || n != vs->nb_frames)
+        return 0;
+    long long keys = 0, gap = 0;
+    int64_t last = AV_NOPTS_VALUE;
+    for (int i = 0; i < n; i++) {
+        const AVIndexEntry *e = avformat_index_get_entry(vs, i);
+        if (!e || !(e->flags & AVINDEX_KEYFRAME))
+            continue;
+        keys++;
+        /* Index times are decode times; keyframes are not reordered among themselves. */
+        if (last != AV_NOPTS_VALUE && e->timestamp > last)
+            gap = FFMAX(gap, av_rescale_q(e->timestamp - last, vs->time_base, (AVRational){1, 1000}));
+        last = e->timestamp;
+    }
+    info->n_keyframes = keys;
+    info->max_keyframe_gap_ms = gap;
+    return keys > 0;
+}
+
 static int is_still_image(const AVFormatContext *fmt)
 {
     const char *name = fmt->iformat->name;
@@ -338,12 +370,21 @@ static int64_t target_abs(const md_video_decoder *d, long long k)
 
 /* The video's length in stream ticks from the origin: the stream's own duration, else the
  * container's less the stream's offset in it, else the probe's; -1 when none is known. */
+static int header_duration_known(const AVFormatContext *fmt, const AVStream *vs)
+{
+    if (vs->duration != AV_NOPTS_VALUE && vs->duration > 0)
+        return 1;
+    /* A length guessed from the bitrate (raw streams) can be far off; the scan counts instead. */
+    return fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0 &&
+           fmt->duration_estimation_method != AVFMT_DURATION_FROM_BITRATE;
+}
+
 static int64_t video_duration(const md_video_decoder *d)
 {
     const AVStream *vs = d->fmt->streams[d->stream];
     if (vs->duration != AV_NOPTS_VALUE && vs->duration > 0)
         return vs->duration;
-    if (d->fmt->duration != AV_NOPTS_VALUE && d->fmt->duration > 0) {
+    if (header_duration_known(d->fmt, vs)) {
         int64_t dur = av_rescale_q(d->fmt->duration, AV_TIME_BASE_Q, d->tb);
         if (d->fmt->start_time != AV_NOPTS_VALUE && vs->start_time != AV_NOPTS_VALUE) {
             int64_t off = vs->start_time - av_rescale_q(d->fmt->start_time, AV_TIME_BASE_Q, d->tb);
@@ -445,11 +486,10 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
         d->info = *probed;
     } else {
         /* The scan is needed for a length the headers lack, and for keyframe mode's count. */
-        int need_scan = (vs->duration == AV_NOPTS_VALUE || vs->duration <= 0) &&
-                        (d->fmt->duration == AV_NOPTS_VALUE || d->fmt->duration <= 0);
-        if (need_scan || (p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL)) {
+        int want_keys = p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL && !index_keyframes(d->fmt->streams[d->stream], &d->info);
+        if (!header_duration_known(d->fmt, vs) || want_keys) {
             md_video_info scanned;
-            if ((st = md_video_probe(path, &scanned, NULL, NULL, err, errlen)) != MD_OK)
+            if ((st = md_video_probe(path, &scanned, probe_interrupt, d, err, errlen)) != MD_OK)
                 goto out;
             d->info = scanned;
         }
@@ -726,6 +766,7 @@ static md_status pump(md_video_decoder *d)
         int ret = avcodec_receive_frame(d->dec, d->cur);
         if (ret >= 0) {
             d->decode_errors = 0;
+            d->stalls = 0;
             d->stats.frames_decoded++;
             if (d->cur->decode_error_flags || (d->cur->flags & AV_FRAME_FLAG_CORRUPT))
                 d->stats.corrupt_frames++;
@@ -771,6 +812,9 @@ static md_status pump(md_video_decoder *d)
             d->decoder_done = 1;
             return MD_OK;
         }
+        /* The API promises a refused packet means frames are ready; never spin if one lies. */
+        if (d->pending && ++d->stalls > MAX_DECODE_ERRORS)
+            return fail(d, MD_ERR_INTERNAL, "the decoder neither takes packets nor gives frames");
         md_status st = feed(d);
         if (st != MD_OK)
             return st;

@@ -205,10 +205,15 @@ static int make_fixtures(void)
     /* 20 minutes at 32x32, 5 fps: 6000 frames. */
     const char *lng[] = {"-f", "lavfi", "-i", "testsrc2=size=32x32:rate=5", "-t", "1200", "-c:v", "libx264",
                          "-preset", "ultrafast", "-g", "50", "-pix_fmt", "yuv420p", fx("long.mp4"), NULL};
+    /* An H.264 elementary stream: no container, no timestamps, no duration. */
+    const char *raw[] = {"-f", "lavfi", "-i", SRC, "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264",
+                         fx("raw.h264"), NULL};
+    /* Matroska's index lists only some keyframes: keyframe mode counts them with a scan. */
+    const char *g5mkv[] = {"-i", fx("g5.mp4"), "-c", "copy", fx("g5.mkv"), NULL};
     const char *aud[] = {"-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", fx("audio.m4a"), NULL};
     const char *png[] = {"-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", fx("still.png"), NULL};
-    const char *const *all[] = {h264, fast, g5, hevc, vp9, mpeg4, mjpeg, msmpeg4, vfr,
-                                ts,   rot,  odd, tiny, lng, aud,   png};
+    const char *const *all[] = {h264, fast, g5,  hevc, vp9, mpeg4, mjpeg, msmpeg4, vfr,
+                                ts,   rot,  odd, tiny, lng, raw, g5mkv, aud,   png};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (run_ffmpeg(all[i]) != 0) {
             const char *out = "?";
@@ -309,6 +314,7 @@ static int ffprobe(const char *path, probed *p)
     p->key = malloc(sizeof *p->key * (size_t)cap);
     int got_stream = 0;
     long long rate_num = 0, rate_den = 0;
+    int start_known = 0;
     for (char *line = strtok(out, "\n"); line && p->ts && p->key; line = strtok(NULL, "\n")) {
         int ok = 1;
         if (!strncmp(line, "frame|", 6)) {
@@ -335,8 +341,7 @@ static int ffprobe(const char *path, probed *p)
             if (fr && sscanf(fr, "avg_frame_rate=%lld/%lld", &rate_num, &rate_den) != 2)
                 rate_num = rate_den = 0;
             p->start = field(line, "start_pts", &ok);
-            if (!ok)
-                p->start = p->n ? p->ts[0] : 0;
+            start_known = ok;
         } else if (!strncmp(line, "format|", 7)) {
             const char *d = strstr(line, "duration=");
             if (d)
@@ -353,6 +358,8 @@ static int ffprobe(const char *path, probed *p)
     long long step = rate_num > 0 && rate_den > 0
                          ? (p->tb_den * rate_den + p->tb_num * rate_num / 2) / (p->tb_num * rate_num)
                          : 1;
+    if (!start_known)
+        p->start = p->ts[0] != MISSING_TS ? p->ts[0] : 0;
     for (int i = 0; i < p->n; i++)
         if (p->ts[i] == MISSING_TS)
             p->ts[i] = i ? p->ts[i - 1] + (step > 0 ? step : 1) : p->start;
@@ -697,6 +704,14 @@ static void test_nonzero_start(void)
     CHECK_EQ_INT(g_d.ts[0], 0);
 }
 
+/* No timestamps at all: frames are spaced by the frame rate, the length comes from a scan. */
+static void test_missing_timestamps(void)
+{
+    check_fps1("raw.h264", 3);
+    CHECK_EQ_INT(g_d.n, 30); /* the ALL pass of check_fps1 */
+    CHECK_EQ_INT(g_d.ts[29], 2900);
+}
+
 static void test_odd_and_tiny_sizes(void)
 {
     check_fps1("odd333.mp4", 1);
@@ -856,6 +871,11 @@ static void test_keyframe_mode(void)
     CHECK_EQ_INT(g_d.n, 5);
     for (int k = 0; k < g_d.n; k++)
         CHECK(g_d.kf[k] == 1 && g_d.ts[k] % 500 == 0 && g_d.ts[k] <= g_d.target[k] && g_d.target[k] - g_d.ts[k] < 500);
+    /* The same from Matroska, whose keyframes are counted by a scan rather than the index. */
+    p.sampling = MD_VIDEO_SAMPLE_FPS;
+    CHECK_EQ_INT(decode_all(fx("g5.mkv"), &p, 0, &g_d), MD_OK);
+    CHECK_EQ_INT(g_d.keyframe_mode, 1);
+    CHECK_EQ_INT(check_selection(fx("g5.mkv"), &g_d, 1, 1, 1), 0);
     /* Too few keyframes (one in 3 s at 4 fps): decoding stays exact. */
     p = params_fps(4.0, 16);
     p.keyframes_only = 1;
@@ -1184,6 +1204,7 @@ int main(void)
         RUN(test_msmpeg4_avi);
         RUN(test_vfr_mkv);
         RUN(test_nonzero_start);
+        RUN(test_missing_timestamps);
         RUN(test_odd_and_tiny_sizes);
         RUN(test_fps_variants);
         RUN(test_count_mode);
