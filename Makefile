@@ -129,7 +129,7 @@ bench-temporal: $(BUILD)/bench_temporal
 		$(BENCH_DIR)/clip-1080p.mp4 || rm -f $(BENCH_DIR)/clip-1080p.mp4
 	set --; test -f $(BENCH_DIR)/clip-vit-b32/model.safetensors && set -- --clip $(BENCH_DIR)/clip-vit-b32 && \
 		test -f $(BENCH_DIR)/clip-1080p.mp4 && set -- "$$@" --video $(BENCH_DIR)/clip-1080p.mp4; \
-		OPENBLAS_NUM_THREADS=$(BENCH_THREADS) ./$(BUILD)/bench_temporal --threads $(BENCH_THREADS) "$$@"
+		OPENBLAS_NUM_THREADS=$(BENCH_THREADS) ./$(BUILD)/bench_temporal --threads $(BENCH_THREADS) --repeats 5 "$$@"
 
 # Every benchmark.
 bench: bench-temporal

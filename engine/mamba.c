@@ -20,8 +20,8 @@
 #include "backend.h"
 #include "mamba.h"
 
-/* Most threads one selective scan uses. */
-#define MD_SCAN_MAX_THREADS 64
+/* Most threads one step uses. */
+#define MD_MAX_THREADS 64
 
 void md_mamba_config_default(md_mamba_config *c, int d_model)
 {
@@ -323,7 +323,7 @@ static inline __attribute__((always_inline)) void v8_exp(v8f *px)
 }
 
 typedef struct scan_args {
-    int L, d_inner, d_state, ldbc, h_at, b0, b1; /* blocks [b0, b1) of 8 channels */
+    int L, d_inner, d_state, ldbc, h_at;
     const float *u, *delta, *A, *B, *C, *D;
     float *h, *y;
 } scan_args;
@@ -337,11 +337,13 @@ typedef struct scan_args {
 #define MD_CLONES
 #endif
 
-MD_CLONES static void scan_blocks(const scan_args *a)
+/* Channel blocks [b0, b1) (8 channels each) of the scan. */
+MD_CLONES static void scan_blocks(void *ctx, int b0, int b1)
 {
+    const scan_args *a = ctx;
     const int N = a->d_state, di = a->d_inner;
     v8f hs[MD_MAMBA_MAX_D_STATE], As[MD_MAMBA_MAX_D_STATE];
-    for (int b = a->b0; b < a->b1; b++) {
+    for (int b = b0; b < b1; b++) {
         const int d0 = 8 * b, nb = di - d0 < 8 ? di - d0 : 8;
         /* The block's state and A, transposed: hs[n] holds channels d0..d0+7 of state n. */
         for (int n = 0; n < N; n++) {
@@ -380,10 +382,49 @@ MD_CLONES static void scan_blocks(const scan_args *a)
     }
 }
 
-static void *scan_thread(void *p)
+/* Runs FN(CTX, begin, end) over [0, N) in contiguous ranges, one per thread: as many threads as
+ * OpenBLAS uses (these steps never run beside a BLAS call), at most one per GRAIN items; the
+ * calling thread takes the first range. Without a thread (creation failed) a range runs here. */
+typedef void (*range_fn)(void *ctx, int begin, int end);
+typedef struct par_job {
+    range_fn fn;
+    void *ctx;
+    int begin, end;
+} par_job;
+
+static void *par_thread(void *p)
 {
-    scan_blocks(p);
+    par_job *j = p;
+    j->fn(j->ctx, j->begin, j->end);
     return NULL;
+}
+
+static void parallel_for(int n, int grain, range_fn fn, void *ctx)
+{
+    int nt = md_backend_cpu_set_threads(0);
+    if (nt > MD_MAX_THREADS)
+        nt = MD_MAX_THREADS;
+    if (nt > n / (grain > 0 ? grain : 1))
+        nt = n / (grain > 0 ? grain : 1);
+    if (nt <= 1) {
+        if (n > 0)
+            fn(ctx, 0, n);
+        return;
+    }
+    par_job jobs[MD_MAX_THREADS];
+    pthread_t tid[MD_MAX_THREADS];
+    int started[MD_MAX_THREADS] = {0};
+    for (int i = 0; i < nt; i++)
+        jobs[i] = (par_job){fn, ctx, (int)((long long)n * i / nt), (int)((long long)n * (i + 1) / nt)};
+    for (int i = 1; i < nt; i++)
+        started[i] = pthread_create(&tid[i], NULL, par_thread, &jobs[i]) == 0;
+    fn(ctx, jobs[0].begin, jobs[0].end);
+    for (int i = 1; i < nt; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            fn(ctx, jobs[i].begin, jobs[i].end);
+    }
 }
 
 void md_mamba_selective_scan(int L, int d_inner, int d_state, const float *u, const float *delta, const float *A,
@@ -391,30 +432,11 @@ void md_mamba_selective_scan(int L, int d_inner, int d_state, const float *u, co
                              float *y)
 {
     assert(d_state >= 1 && d_state <= MD_MAMBA_MAX_D_STATE && h_at >= 0 && h_at <= L);
-    const int nblocks = (d_inner + 7) / 8;
-    /* As many threads as OpenBLAS uses (the scan never runs beside a BLAS call), when there is
-     * enough work: at least 4 blocks and 64 k state updates each. */
-    int nt = md_backend_cpu_set_threads(0);
-    long long work = (long long)L * d_inner * d_state;
-    while (nt > 1 && (nblocks / nt < 4 || work / nt < 65536))
-        nt--;
-    if (nt > MD_SCAN_MAX_THREADS)
-        nt = MD_SCAN_MAX_THREADS;
-    scan_args args[MD_SCAN_MAX_THREADS];
-    pthread_t tid[MD_SCAN_MAX_THREADS];
-    int started[MD_SCAN_MAX_THREADS] = {0};
-    for (int i = 0; i < nt; i++)
-        args[i] = (scan_args){L, d_inner, d_state, ldbc, h_at, nblocks * i / nt, nblocks * (i + 1) / nt,
-                              u, delta, A, B, C, D, h, y};
-    for (int i = 1; i < nt; i++)
-        started[i] = pthread_create(&tid[i], NULL, scan_thread, &args[i]) == 0;
-    scan_blocks(&args[0]);
-    for (int i = 1; i < nt; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        else
-            scan_blocks(&args[i]); /* no thread: do it here */
-    }
+    scan_args a = {L, d_inner, d_state, ldbc, h_at, u, delta, A, B, C, D, h, y};
+    /* Threads get at least 4 blocks and about 64 k state updates each. */
+    long long per_block = (long long)L * 8 * d_state;
+    int grain = (int)(65536 / (per_block ? per_block : 1)) + 1;
+    parallel_for((d_inner + 7) / 8, grain > 4 ? grain : 4, scan_blocks, &a);
 }
 
 /* ---- element-wise steps, 8 lanes at a time ---------------------------------------------- */
@@ -444,9 +466,20 @@ static inline __attribute__((always_inline)) void v8_log_ge1(v8f *px)
 }
 
 /* softplus(x) = x for x > 20 (torch's threshold), else log1p(e^x) = log(u) * e^x / (u - 1) with
- * u = 1 + e^x rounded (the classic correction that keeps log1p's accuracy for tiny e^x). */
-MD_CLONES static void softplus_inplace(float *x, size_t n)
+ * u = 1 + e^x rounded (the classic correction that keeps log1p's accuracy for tiny e^x). On rows
+ * [r0, r1) of CTX (a rows_args: X with DI floats per row). */
+typedef struct rows_args {
+    float *x;
+    const float *z;
+    int di, ldz;
+    float scale;
+} rows_args;
+
+MD_CLONES static void softplus_rows(void *ctx, int r0, int r1)
 {
+    const rows_args *a = ctx;
+    float *x = a->x + (size_t)r0 * a->di;
+    const size_t n = (size_t)(r1 - r0) * a->di;
     for (size_t i = 0; i < n; i += 8) {
         int k = n - i < 8 ? (int)(n - i) : 8;
         v8f v, y, u, l;
@@ -463,25 +496,49 @@ MD_CLONES static void softplus_inplace(float *x, size_t n)
     }
 }
 
-/* Causal depthwise conv + SiLU for one direction: c[t, :] = SiLU(b + sum_k wt[k, :] * x(t + k -
- * (d_conv - 1), :)), where x(s) is row s of X (stride LDX, rows in reverse when REVERSE) for s >= 0
- * and row d_conv - 1 + s of PRE (the carried inputs, NULL: zeros) for s < 0. */
-MD_CLONES static void conv_silu(const float *x, int ldx, int L, int reverse, const float *pre, const float *wt,
-                                const float *b, int di, int dc, float *c)
+/* Rows [r0, r1) of x *= scale * SiLU(z) (x rows of DI, z rows of stride LDZ). */
+MD_CLONES static void gate_rows(void *ctx, int r0, int r1)
 {
-    for (int t = 0; t < L; t++) {
-        float *ct = c + (size_t)t * di;
+    const rows_args *a = ctx;
+    for (int t = r0; t < r1; t++)
+        for (int d = 0; d < a->di; d += 8) {
+            int k8 = a->di - d < 8 ? a->di - d : 8;
+            v8f yv, zv, e;
+            v8_load(&yv, a->x + (size_t)t * a->di + d, k8);
+            v8_load(&zv, a->z + (size_t)t * a->ldz + d, k8);
+            e = -zv;
+            v8_exp(&e);
+            yv = yv * V8(a->scale) * (zv / (V8(1.0f) + e));
+            v8_store(a->x + (size_t)t * a->di + d, &yv, k8);
+        }
+}
+
+/* Causal depthwise conv + SiLU for one direction, rows [t0, t1): c[t, :] = SiLU(b + sum_k wt[k, :]
+ * * x(t + k - (d_conv - 1), :)), where x(s) is row s of X (stride LDX, rows in reverse when
+ * REVERSE) for s >= 0 and row d_conv - 1 + s of PRE (the carried inputs, NULL: zeros) for s < 0. */
+typedef struct conv_args {
+    const float *x, *pre, *wt, *b;
+    int ldx, L, reverse, di, dc;
+    float *c;
+} conv_args;
+
+MD_CLONES static void conv_silu_rows(void *ctx, int t0, int t1)
+{
+    const conv_args *a = ctx;
+    const int di = a->di, dc = a->dc;
+    for (int t = t0; t < t1; t++) {
+        float *ct = a->c + (size_t)t * di;
         for (int d = 0; d < di; d += 8) {
             int k8 = di - d < 8 ? di - d : 8;
             v8f acc, w, xv;
-            v8_load(&acc, b + d, k8);
+            v8_load(&acc, a->b + d, k8);
             for (int k = 0; k < dc; k++) {
-                int s = t + k - (dc - 1);
-                const float *row = s >= 0 ? x + (size_t)(reverse ? L - 1 - s : s) * ldx
-                                          : (pre ? pre + (size_t)(dc - 1 + s) * di : NULL);
+                int src = t + k - (dc - 1);
+                const float *row = src >= 0 ? a->x + (size_t)(a->reverse ? a->L - 1 - src : src) * a->ldx
+                                            : (a->pre ? a->pre + (size_t)(dc - 1 + src) * di : NULL);
                 if (!row)
                     continue;
-                v8_load(&w, wt + (size_t)k * di + d, k8);
+                v8_load(&w, a->wt + (size_t)k * di + d, k8);
                 v8_load(&xv, row + d, k8);
                 acc += w * xv;
             }
@@ -493,20 +550,23 @@ MD_CLONES static void conv_silu(const float *x, int ldx, int L, int reverse, con
     }
 }
 
-/* y[t, :] *= scale * SiLU(z[t, :]) (z rows of stride LDZ). */
-MD_CLONES static void gate(float *y, const float *z, int ldz, int L, int di, float scale)
+/* Rows [t0, t1) of x += y, with y's rows taken in reverse order when REVERSE (the backward scan's
+ * output, flipped back). */
+typedef struct add_args {
+    float *x;
+    const float *y;
+    int L, di, reverse;
+} add_args;
+
+static void add_rows(void *ctx, int t0, int t1)
 {
-    for (int t = 0; t < L; t++)
-        for (int d = 0; d < di; d += 8) {
-            int k8 = di - d < 8 ? di - d : 8;
-            v8f yv, zv, e;
-            v8_load(&yv, y + (size_t)t * di + d, k8);
-            v8_load(&zv, z + (size_t)t * ldz + d, k8);
-            e = -zv;
-            v8_exp(&e);
-            yv = yv * V8(scale) * (zv / (V8(1.0f) + e));
-            v8_store(y + (size_t)t * di + d, &yv, k8);
-        }
+    const add_args *a = ctx;
+    for (int t = t0; t < t1; t++) {
+        float *dst = a->x + (size_t)t * a->di;
+        const float *src = a->y + (size_t)(a->reverse ? a->L - 1 - t : t) * a->di;
+        for (int d = 0; d < a->di; d++)
+            dst[d] += src[d];
+    }
 }
 
 /* ---- the mixer ------------------------------------------------------------------------- */
@@ -589,7 +649,10 @@ static void run_direction(const md_mamba_config *cfg, const md_mamba_dir *p, int
 {
     const int di = md_mamba_d_inner(cfg), dc = cfg->d_conv, N = cfg->d_state, R = cfg->dt_rank;
     const int ld = R + 2 * N;
-    conv_silu(s->xz, 2 * di, L, reverse, conv_state, p->conv_wt, p->conv_b, di, dc, s->c);
+    /* Row grains: a thread gets at least 64 k elements. */
+    const int grain = 65536 / di + 1;
+    conv_args ca = {s->xz, conv_state, p->conv_wt, p->conv_b, 2 * di, L, reverse, di, dc, s->c};
+    parallel_for(L, grain, conv_silu_rows, &ca);
     if (conv_state) {
         /* The conv's inputs just before token state_at: from this window, or still from the
          * carried ones when state_at < d_conv - 1. The carried rows shift first. */
@@ -605,7 +668,8 @@ static void run_direction(const md_mamba_config *cfg, const md_mamba_dir *p, int
     /* [dt | B | C] = c . x_proj^T;  delta = softplus(dt . dt_proj^T + bias). */
     linear(s->c, di, L, di, p->x_proj_w, NULL, ld, s->dbl, ld, 0);
     linear(s->dbl, ld, L, R, p->dt_proj_w, p->dt_proj_b, di, s->delta, di, 0);
-    softplus_inplace(s->delta, (size_t)L * di);
+    rows_args sa = {s->delta, NULL, di, 0, 0.0f};
+    parallel_for(L, grain, softplus_rows, &sa);
     md_mamba_selective_scan(L, di, N, s->c, s->delta, p->A, s->dbl + R, s->dbl + R + N, ld, p->D, h, state_at,
                             s->yd);
 }
@@ -618,25 +682,23 @@ static md_status mixer(const md_mamba *m, int layer, int dirs, const float *u, i
     const int dm = cfg->d_model, di = md_mamba_d_inner(cfg);
     linear(u, dm, L, dm, l->in_proj_w, l->in_proj_b, 2 * di, s->xz, 2 * di, 0);
     memset(s->y, 0, (size_t)L * di * sizeof *s->y);
+    const int grain = 65536 / di + 1;
     if (dirs & MD_MAMBA_FWD) {
         float *cs = state ? state->conv + (size_t)layer * (cfg->d_conv - 1) * di : NULL;
         float *h = state ? state->ssm + (size_t)layer * di * cfg->d_state : NULL;
         run_direction(cfg, &l->dir[0], L, 0, cs, h, state_at, s);
-        for (size_t i = 0; i < (size_t)L * di; i++)
-            s->y[i] += s->yd[i];
+        add_args aa = {s->y, s->yd, L, di, 0};
+        parallel_for(L, grain, add_rows, &aa);
     }
     if (dirs & MD_MAMBA_BWD) {
         /* The reversed sequence from zeros: window-local, never carried (see mamba.h). */
         run_direction(cfg, &l->dir[1], L, 1, NULL, NULL, 0, s);
-        for (int t = 0; t < L; t++) {
-            const float *src = s->yd + (size_t)(L - 1 - t) * di;
-            float *dst = s->y + (size_t)t * di;
-            for (int d = 0; d < di; d++)
-                dst[d] += src[d];
-        }
+        add_args aa = {s->y, s->yd, L, di, 1};
+        parallel_for(L, grain, add_rows, &aa);
     }
     /* Average the directions and gate with SiLU(z): (y_f + y_b) / 2 * SiLU(z). */
-    gate(s->y, s->xz + di, 2 * di, L, di, dirs == MD_MAMBA_BOTH ? 0.5f : 1.0f);
+    rows_args ga = {s->y, s->xz + di, di, 2 * di, dirs == MD_MAMBA_BOTH ? 0.5f : 1.0f};
+    parallel_for(L, grain, gate_rows, &ga);
     linear(s->y, di, L, di, l->out_proj_w, l->out_proj_b, dm, out, dm, 0);
     return MD_OK;
 }
