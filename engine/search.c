@@ -49,6 +49,8 @@ struct md_index {
  * int8): below it, starting a thread costs more than it saves. */
 #define MIN_VALUES_PER_THREAD (1u << 22)
 #define MAX_THREADS 16
+/* Values per chunk of the first pass that a thread takes at a time (1 MB of int8). */
+#define CHUNK_VALUES (1u << 20)
 /* Candidates re-scored exactly (and grown into moments) per search. */
 #define MIN_CANDIDATES 256
 
@@ -711,13 +713,19 @@ static float row_score(const scorer *sc, int row)
     return s;
 }
 
-/* One thread's share of the first pass: rows [a, b), or list[a .. b) when
- * there is a list; its best m candidates in heap, its score sums. */
-typedef struct scan_job {
+/* The first pass's work, shared by its threads: rows [0, total), or
+ * list[0 .. total) when there is a list, handed out a chunk at a time. */
+typedef struct scan_work {
     const scorer *sc;
     md_scan scan;
     const int *list;
-    size_t a, b;
+    size_t total, chunk;
+    size_t next; /* the first row not handed out yet (atomic) */
+} scan_work;
+
+/* One thread's results: its best m candidates in heap, its score sums. */
+typedef struct scan_job {
+    scan_work *w;
     cand *heap;
     int hn, m;
     double sum, sum2;
@@ -725,25 +733,26 @@ typedef struct scan_job {
 
 #define SCAN_BLOCK 256
 
-static void *scan_run(void *arg)
+/* Scans rows (or list entries) [a, b) into J's heap and sums. */
+static void scan_range(scan_job *j, size_t a, size_t b)
 {
-    scan_job *j = arg;
-    const md_index *ix = j->sc->ix;
-    const kernels *k = j->sc->k;
-    const float *q = j->sc->q;
+    const scan_work *w = j->w;
+    const md_index *ix = w->sc->ix;
+    const kernels *k = w->sc->k;
+    const float *q = w->sc->q;
     const int dim = ix->dim;
     const size_t d = (size_t)dim;
     float buf[SCAN_BLOCK];
-    for (size_t i = j->a; i < j->b; i += SCAN_BLOCK) {
-        size_t cnt = j->b - i < SCAN_BLOCK ? j->b - i : SCAN_BLOCK;
-        if (!j->list && j->scan == MD_SCAN_EXACT) {
+    for (size_t i = a; i < b; i += SCAN_BLOCK) {
+        size_t cnt = b - i < SCAN_BLOCK ? b - i : SCAN_BLOCK;
+        if (!w->list && w->scan == MD_SCAN_EXACT) {
             k->scan_f16(q, ix->h16 + i * d, cnt, dim, buf);
-        } else if (!j->list) {
+        } else if (!w->list) {
             k->scan_i8(q, ix->q8 + i * d, ix->scale + i, cnt, dim, buf);
         } else {
             for (size_t t = 0; t < cnt; t++) {
-                size_t r = (size_t)j->list[i + t];
-                if (j->scan == MD_SCAN_EXACT)
+                size_t r = (size_t)w->list[i + t];
+                if (w->scan == MD_SCAN_EXACT)
                     k->scan_f16(q, ix->h16 + r * d, 1, dim, buf + t);
                 else
                     k->scan_i8(q, ix->q8 + r * d, ix->scale + r, 1, dim, buf + t);
@@ -755,10 +764,25 @@ static void *scan_run(void *arg)
             sum += s;
             sum2 += (double)s * s;
             if (j->hn < j->m || s > j->heap[0].s)
-                heap_push(j->heap, &j->hn, j->m, (cand){s, s, j->list ? j->list[i + t] : (int)(i + t)});
+                heap_push(j->heap, &j->hn, j->m, (cand){s, s, w->list ? w->list[i + t] : (int)(i + t)});
         }
         j->sum += sum;
         j->sum2 += sum2;
+    }
+}
+
+/* Scans chunks until none are left. Chunks rather than one fixed range per
+ * thread: on a busy machine a thread that loses its core leaves its work to
+ * the others instead of holding up the whole query. */
+static void *scan_run(void *arg)
+{
+    scan_job *j = arg;
+    scan_work *w = j->w;
+    for (;;) {
+        size_t a = __atomic_fetch_add(&w->next, w->chunk, __ATOMIC_RELAXED);
+        if (a >= w->total)
+            break;
+        scan_range(j, a, w->total - a < w->chunk ? w->total : a + w->chunk);
     }
     return NULL;
 }
@@ -820,14 +844,11 @@ static md_status first_pass(md_index *ix, const scorer *sc, const md_search_para
         s = MD_ERR_NOMEM;
         goto out;
     }
+    scan_work w = {.sc = sc, .scan = p->scan, .list = list, .total = total};
+    w.chunk = CHUNK_VALUES / (size_t)ix->dim;
+    w.chunk = w.chunk < SCAN_BLOCK ? SCAN_BLOCK : w.chunk;
     for (int t = 0; t < nt; t++)
-        jobs[t] = (scan_job){.sc = sc,
-                             .scan = p->scan,
-                             .list = list,
-                             .a = total * (size_t)t / (size_t)nt,
-                             .b = total * (size_t)(t + 1) / (size_t)nt,
-                             .heap = all + (size_t)t * m,
-                             .m = m};
+        jobs[t] = (scan_job){.w = &w, .heap = all + (size_t)t * m, .m = m};
     /* Threads per query rather than a pool: starting one costs tens of
      * microseconds against milliseconds of scanning, and nothing outlives the
      * call. A thread that cannot start has its share run here. */
