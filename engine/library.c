@@ -501,6 +501,21 @@ static md_status save_probe(md_store *db, long long job_id, long long video_id, 
     return md_store_commit(db);
 }
 
+/* Decoding sees damage the probe's demux-only scan cannot (packets the decoder rejects); the
+ * video row's n_corrupt keeps the larger count. */
+static void record_damage(md_store *db, long long video_id, long long n)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->db, "UPDATE videos SET n_corrupt = max(coalesce(n_corrupt, 0), ?) WHERE id = ?", -1,
+                           &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, n);
+        sqlite3_bind_int64(st, 2, video_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            md_warn("video %lld: cannot record damaged packets: %s", video_id, sqlite3_errmsg(db->db));
+    }
+    sqlite3_finalize(st);
+}
+
 static int decode_interrupt(void *ctx)
 {
     job_ctx *c = ctx;
@@ -544,9 +559,11 @@ static md_status index_frames(md_library *lib, md_store *db, job_ctx *c, long lo
         goto out;
     md_video_decode_stats ds;
     md_video_decoder_stats(dec, &ds);
-    if (ds.skipped_packets || ds.corrupt_frames)
+    if (ds.skipped_packets || ds.corrupt_frames) {
         md_warn("job %lld: %lld damaged packets skipped, %lld frames with concealed errors", c->job_id,
                 ds.skipped_packets, ds.corrupt_frames);
+        record_damage(db, video_id, ds.skipped_packets + ds.corrupt_packets);
+    }
     *n_segments = md_pipeline_segments(pl);
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db->db,
