@@ -19,24 +19,8 @@ const char *md_query_str(md_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-md_status md_query_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                       md_error *e)
-{
-    const char *v = md_query_str(r, name);
-    if (!v) {
-        *out = def;
-        return MD_OK;
-    }
-    errno = 0;
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (end == v || *end || errno)
-        return md_fail(e, MD_ERR_INVALID, "query parameter '%s': '%s' is not a whole number", name, v);
-    if (x < min || x > max)
-        return md_fail(e, MD_ERR_INVALID, "query parameter '%s': %lld is out of range [%lld, %lld]", name, x, min, max);
-    *out = x;
-    return MD_OK;
-}
+static md_status opt_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
+                         md_error *e);
 
 static md_status reply_json(md_req *r, unsigned int code, cJSON *json)
 {
@@ -139,8 +123,8 @@ static md_status h_list_videos(md_req *r, md_error *e)
 {
     long long limit, offset;
     md_status st;
-    if ((st = md_query_int(r, "limit", 50, 1, 1000, &limit, e)) != MD_OK ||
-        (st = md_query_int(r, "offset", 0, 0, (long long)1 << 53, &offset, e)) != MD_OK)
+    if ((st = opt_int(r, "limit", 50, 1, 1000, &limit, e)) != MD_OK ||
+        (st = opt_int(r, "offset", 0, 0, (long long)1 << 53, &offset, e)) != MD_OK)
         return st;
     cJSON *res;
     if ((st = md_library_list_videos(r->srv->lib, limit, offset, &res, e)) != MD_OK)

@@ -99,9 +99,7 @@ void md_reply_error(md_req *r, unsigned int http, const char *code, const char *
 unsigned int md_http_status(md_status st);
 const char *md_http_code(md_status st);
 
-/* Query parameter helpers: MD_ERR_INVALID with a message naming the parameter. */
-md_status md_query_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                       md_error *e);
+/* A query-string parameter, or NULL. */
 const char *md_query_str(md_req *r, const char *name);
 
 /* Matches URL against a route PATTERN; fills PARAMS for "{id}" segments.
