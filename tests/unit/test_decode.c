@@ -232,6 +232,14 @@ static int make_fixtures(void)
     for (size_t i = len / 2; i < len / 2 + len / 10; i++)
         data[i] ^= 0xA5;
     rc |= write_file(fx("flipped.mp4"), data, len);
+    /* Everything after the index damaged: not one frame decodes. */
+    for (size_t i = 0; i + 4 <= len; i++)
+        if (!memcmp(data + i, "mdat", 4)) {
+            for (size_t j = i + 4; j < len; j++)
+                data[j] ^= 0x5A;
+            break;
+        }
+    rc |= write_file(fx("allbad.mp4"), data, len);
     free(data);
 
     /* An AVI whose codec tag nothing knows: MPEG-4 with its FourCC overwritten. */
@@ -997,6 +1005,16 @@ static void test_corrupt_middle(void)
         CHECK(g_d.ts[k] >= g_d.ts[k - 1]);
 }
 
+static void test_nothing_decodable(void)
+{
+    md_video_params p = params_fps(1.0, 16);
+    md_status st = decode_all(fx("allbad.mp4"), &p, 0, &g_d);
+    CHECK_EQ_INT(st, MD_ERR_MEDIA);
+    CHECK(strstr(g_d.err, "no decodable frames") != NULL);
+    CHECK_EQ_INT(g_d.n, 0);
+    CHECK(g_d.stats.skipped_packets > 0);
+}
+
 static void expect_open_error(const char *path, md_status want, const char *needle)
 {
     md_video_decoder *dec = (md_video_decoder *)(uintptr_t)1;
@@ -1216,6 +1234,7 @@ int main(void)
         RUN(test_long_video_constant_memory);
         RUN(test_truncated);
         RUN(test_corrupt_middle);
+        RUN(test_nothing_decodable);
         RUN(test_open_errors);
         RUN(test_bad_params);
         RUN(test_interrupt);
