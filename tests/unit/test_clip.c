@@ -881,6 +881,54 @@ static void test_corrupt_models(void)
     md_clip_free(m);
 }
 
+/* A config.json as the hub's openai/clip-vit-base-patch32 has it (written by transformers 4.x):
+ * every PretrainedConfig key in the tower dicts (nulls, id2label, generation settings),
+ * "text_config_dict": null, eos_token_id 2, bos 0, pad 1; image_size as [h, w]. It must load,
+ * and (end token = largest id) pool exactly as the demo's own config does. */
+static void test_hub_style_config(void)
+{
+    char d[PATH_MAX + 16], p[PATH_MAX + 32], err[512];
+    snprintf(d, sizeof d, "%s/hubstyle", g_tmp);
+    CHECK_EQ_INT(md_clip_write_demo(d, 5, err, sizeof err), MD_OK);
+    md_clip *a = NULL, *b = NULL;
+    CHECK_EQ_INT(md_clip_load(d, NULL, &a, err, sizeof err), MD_OK);
+    snprintf(p, sizeof p, "%s/config.json", d);
+    const char *cfg =
+        "{\"_name_or_path\": \"openai/clip-vit-base-patch32\", \"architectures\": [\"CLIPModel\"],\n"
+        " \"initializer_factor\": 1.0, \"logit_scale_init_value\": 2.6592, \"model_type\": \"clip\",\n"
+        " \"projection_dim\": 512,\n"
+        " \"text_config\": {\"_name_or_path\": \"\", \"add_cross_attention\": false, \"architectures\": null,\n"
+        "   \"attention_dropout\": 0.0, \"bad_words_ids\": null, \"bos_token_id\": 0, \"chunk_size_feed_forward\": 0,\n"
+        "   \"dropout\": 0.0, \"eos_token_id\": 2, \"hidden_act\": \"quick_gelu\", \"hidden_size\": 64,\n"
+        "   \"id2label\": {\"0\": \"LABEL_0\", \"1\": \"LABEL_1\"}, \"initializer_range\": 0.02,\n"
+        "   \"intermediate_size\": 256, \"layer_norm_eps\": 1e-05, \"max_length\": 20,\n"
+        "   \"max_position_embeddings\": 77, \"model_type\": \"clip_text_model\", \"num_attention_heads\": 4,\n"
+        "   \"num_hidden_layers\": 2, \"pad_token_id\": 1, \"projection_dim\": 512, \"torch_dtype\": null,\n"
+        "   \"transformers_version\": \"4.21.0.dev0\", \"vocab_size\": 514},\n"
+        " \"text_config_dict\": null, \"torch_dtype\": \"float32\", \"transformers_version\": null,\n"
+        " \"vision_config\": {\"_name_or_path\": \"\", \"attention_dropout\": 0.0, \"dropout\": 0.0,\n"
+        "   \"hidden_act\": \"quick_gelu\", \"hidden_size\": 64, \"image_size\": [224, 224],\n"
+        "   \"intermediate_size\": 256, \"layer_norm_eps\": 1e-05, \"model_type\": \"clip_vision_model\",\n"
+        "   \"num_attention_heads\": 4, \"num_channels\": 3, \"num_hidden_layers\": 2, \"patch_size\": 32,\n"
+        "   \"projection_dim\": 512, \"transformers_version\": \"4.21.0.dev0\"},\n"
+        " \"vision_config_dict\": null}\n";
+    write_file(p, cfg, strlen(cfg));
+    CHECK_EQ_INT(md_clip_load(d, NULL, &b, err, sizeof err), MD_OK);
+    if (!a || !b) {
+        fprintf(stderr, "  %s\n", err);
+        goto out;
+    }
+    CHECK_EQ_INT(md_clip_is_demo(b), 0); /* the marker is gone with the demo's config */
+    CHECK_EQ_INT(md_clip_image_size(b), 224);
+    float ea[512], eb[512];
+    CHECK_EQ_INT(md_clip_embed_text(a, "a dog", ea, NULL, NULL, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(md_clip_embed_text(b, "a dog", eb, NULL, NULL, err, sizeof err), MD_OK);
+    CHECK(rel_err(eb, ea, 512) == 0);
+out:
+    md_clip_free(a);
+    md_clip_free(b);
+}
+
 /* ------------------------------------------------------------------ CLI */
 
 /* Runs md_cli_main with ARGV, stdout captured; returns its exit code and the parsed JSON. */
@@ -970,6 +1018,7 @@ int main(void)
     RUN(test_concurrent_calls);
     RUN(test_demo_round_trip);
     RUN(test_corrupt_models);
+    RUN(test_hub_style_config);
     RUN(test_cli);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
