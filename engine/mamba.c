@@ -237,8 +237,6 @@ void md_mamba_state_reset(md_mamba_state *s)
     memset(s->ssm, 0, (size_t)s->n_layers * s->d_inner * s->d_state * sizeof *s->ssm);
 }
 
-/* ---- element-wise maths ---------------------------------------------------------------- */
-
 /* ---- the selective scan ---------------------------------------------------------------- */
 
 void md_mamba_selective_scan_ref(int L, int d_inner, int d_state, const float *u, const float *delta,
@@ -265,10 +263,12 @@ void md_mamba_selective_scan_ref(int L, int d_inner, int d_state, const float *u
     }
 }
 
-/* The fast scan: the same sums in the same order, 8 channels at a time in GCC/Clang vector
- * extensions (SSE2 pairs on plain x86-64; AVX2 and AVX-512 clones picked at run time on x86-64,
- * the AVX-512 one about twice as fast on the machines measured), blocks of
- * channels split over threads. */
+/* ---- 8 lanes at a time ------------------------------------------------------------------- */
+
+/* The fast scan and the element-wise steps work on 8 floats at a time in GCC/Clang vector
+ * extensions: SSE2 pairs on plain x86-64, and on x86-64 AVX2 and AVX-512 clones of the hot
+ * functions (MD_CLONES) picked at run time, the AVX-512 one about twice as fast on the machines
+ * measured. */
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
@@ -322,13 +322,16 @@ static inline __attribute__((always_inline)) void v8_exp(v8f *px)
     *px = p * (v8f)e;
 }
 
+/* The fast scan: the same sums in the same order as the reference, 8 channels per block, blocks
+ * split over threads. */
 typedef struct scan_args {
     int L, d_inner, d_state, ldbc, h_at;
     const float *u, *delta, *A, *B, *C, *D;
     float *h, *y;
 } scan_args;
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+/* -DMD_NO_CLONES builds only the baseline code (to test it on a machine with AVX). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(MD_NO_CLONES)
 #if __has_attribute(target_clones)
 #define MD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=haswell", "default")))
 #endif

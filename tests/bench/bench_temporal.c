@@ -378,10 +378,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)T * TPF * DM; i++)
         tokens[i] = frand();
 
-    double t_clip;
+    /* The reference: CLIP on the window's 32 frames, or its matrix products alone. */
     const char *clip_what;
     md_clip *clip = NULL;
     char err[512], what[320];
+    cw c = {0};
+    float *vit_buf = NULL;
     if (clip_dir) {
         if (md_clip_load(clip_dir, md_backend_cpu(), &clip, err, sizeof err) != MD_OK) {
             fprintf(stderr, "%s: %s\n", clip_dir, err);
@@ -390,63 +392,97 @@ int main(int argc, char **argv)
         if (md_clip_n_patches(clip) + 1 != TPF || md_clip_dim(clip) != DM)
             fprintf(stderr, "warning: %s is not ViT-B/32 sized\n", clip_dir);
         size_t S = (size_t)md_clip_image_size(clip);
-        cw c = {clip, malloc(sizeof(float) * T * 3 * S * S), malloc(sizeof(float) * T * DM),
-                malloc(sizeof(float) * T * TPF * DM)};
+        c = (cw){clip, malloc(sizeof(float) * T * 3 * S * S), malloc(sizeof(float) * T * DM),
+                 malloc(sizeof(float) * T * TPF * DM)};
         for (size_t i = 0; i < (size_t)T * 3 * S * S; i++)
             ((float *)c.px)[i] = frand();
-        t_clip = best_of(reps, time_clip, &c);
-        free((void *)c.px), free(c.emb), free(c.tok);
         snprintf(what, sizeof what, "CLIP image tower, md_clip_embed_images (%s), 32 frames + tokens",
                  md_clip_describe(clip));
         clip_what = what;
     } else {
-        size_t n = (size_t)T * TPF * 3072 * 2 + (size_t)3072 * 768 * 3 + (size_t)TPF * TPF;
-        float *buf = calloc(n, sizeof *buf);
-        t_clip = best_of(reps, time_vit_sgemm, buf);
-        free(buf);
+        vit_buf = calloc((size_t)T * TPF * 3072 * 2 + (size_t)3072 * 768 * 3 + (size_t)TPF * TPF, sizeof *vit_buf);
         clip_what = "ViT-B/32 image tower's sgemm calls only for 32 frames (lower bound of CLIP; no --clip given)";
     }
 
-    printf("Temporal encoder vs CLIP, one window of T = 32 frames x 50 tokens x 512 dims (1600 tokens), fp32, "
-           "%s; best of %d\n\n", cpu, reps);
-    printf("| stage | ms per window | %% of CLIP |\n| --- | ---: | ---: |\n");
-    printf("| %s | %.1f | 100%% |\n", clip_what, t_clip * 1e3);
+    /* The encoders: the fresh one (skipped, then forced), and random ones with L layers, each
+     * timed alone (md_mamba_forward) and through a stream (+ token reduction). */
+    enum { MAXC = 16 };
+    md_temporal *encs[MAXC];
+    int mode[MAXC]; /* 0: encoder alone, 1: stream */
+    char label[MAXC][160];
+    int nc = 0;
     char path[] = "/tmp/momentd-bench-temporal-XXXXXX";
     int fd = mkstemp(path);
     if (fd >= 0)
         close(fd);
     md_mamba_config ic;
     md_mamba_config_default(&ic, DM);
-    md_temporal *ident = NULL;
+    md_temporal *ident = NULL, *forced = NULL;
     if (md_temporal_init_write(path, &ic, 1, err, sizeof err) != MD_OK ||
-        md_temporal_load(path, &ident, err, sizeof err) != MD_OK) {
+        md_temporal_load(path, &ident, err, sizeof err) != MD_OK ||
+        md_temporal_load(path, &forced, err, sizeof err) != MD_OK) {
         fprintf(stderr, "init: %s\n", err);
         return 1;
     }
     unlink(path);
-    tw w = {ident, tokens, x, md_mamba_ws_new()};
-    double t = best_of(reps, time_stream, &w);
-    printf("| identity encoder (init-temporal, out_proj zero: layers skipped) + reduction | %.2f | %.2f%% |\n", t * 1e3,
-           100 * t / t_clip);
-    md_temporal_model(ident)->force_compute = 1;
-    t = best_of(reps, time_stream, &w);
-    printf("| identity encoder, L = 2, forced to compute + reduction | %.1f | %.1f%% |\n", t * 1e3, 100 * t / t_clip);
-    md_temporal_free(ident);
-    for (const char *p = layers_arg; *p;) {
+    md_temporal_model(forced)->force_compute = 1;
+    encs[nc] = ident, mode[nc] = 1;
+    snprintf(label[nc++], sizeof *label, "identity encoder (init-temporal, out_proj zero: layers skipped) + reduction");
+    encs[nc] = forced, mode[nc] = 1;
+    snprintf(label[nc++], sizeof *label, "identity encoder, L = 2, forced to compute + reduction");
+    for (const char *p = layers_arg; *p && nc + 2 <= MAXC;) {
         int L = atoi(p);
-        md_temporal *enc = random_encoder(L);
-        w.t = enc;
-        t = best_of(reps, time_encoder, &w);
-        double ts = best_of(reps, time_stream, &w);
-        printf("| temporal encoder, L = %d bidirectional layers (random weights) | %.1f | %.1f%% |\n", L, t * 1e3,
-               100 * t / t_clip);
-        printf("| ... + token reduction (stream push + finish) | %.1f | %.1f%% |\n", ts * 1e3, 100 * ts / t_clip);
-        md_temporal_free(enc);
+        encs[nc] = random_encoder(L), mode[nc] = 0;
+        snprintf(label[nc++], sizeof *label, "temporal encoder, L = %d bidirectional layers (random weights)", L);
+        encs[nc] = encs[nc - 1], mode[nc] = 1;
+        snprintf(label[nc++], sizeof *label, "... + token reduction (stream push + finish)");
         while (*p && *p != ',')
             p++;
         if (*p == ',')
             p++;
     }
+    /* Rounds: CLIP, then every encoder, once each. The machine's load drifts, so a ratio is taken
+     * within a round and the median over rounds is reported; times are the best of the rounds. */
+    tw w = {NULL, tokens, x, md_mamba_ws_new()};
+    double best_clip = 1e30, best[MAXC], ratio[MAXC][64];
+    for (int i = 0; i < nc; i++)
+        best[i] = 1e30;
+    if (reps > 64)
+        reps = 64;
+    for (int r = -1; r < reps; r++) { /* round -1 warms up */
+        double tc = clip ? time_clip(&c) : time_vit_sgemm(vit_buf);
+        if (r >= 0 && tc < best_clip)
+            best_clip = tc;
+        for (int i = 0; i < nc; i++) {
+            w.t = encs[i];
+            double te = mode[i] ? time_stream(&w) : time_encoder(&w);
+            if (r < 0)
+                continue;
+            best[i] = te < best[i] ? te : best[i];
+            ratio[i][r] = te / tc;
+        }
+    }
+    printf("Temporal encoder vs CLIP, one window of T = 32 frames x 50 tokens x 512 dims (1600 tokens), fp32, "
+           "%s; ms: best of %d rounds; %% of CLIP: median over the rounds of the ratio within a round\n\n", cpu, reps);
+    printf("| stage | ms per window | %% of CLIP |\n| --- | ---: | ---: |\n");
+    printf("| %s | %.1f | 100%% |\n", clip_what, best_clip * 1e3);
+    for (int i = 0; i < nc; i++) {
+        /* median by insertion sort (a handful of values) */
+        for (int a = 1; a < reps; a++)
+            for (int b = a; b > 0 && ratio[i][b] < ratio[i][b - 1]; b--) {
+                double tmp = ratio[i][b];
+                ratio[i][b] = ratio[i][b - 1];
+                ratio[i][b - 1] = tmp;
+            }
+        double med = reps % 2 ? ratio[i][reps / 2] : (ratio[i][reps / 2 - 1] + ratio[i][reps / 2]) / 2;
+        printf("| %s | %.*f | %.*f%% |\n", label[i], best[i] < 0.01 ? 2 : 1, best[i] * 1e3, med < 0.001 ? 3 : 1,
+               100 * med);
+    }
+    for (int i = 0; i < nc; i++)
+        if (i == 0 || encs[i] != encs[i - 1])
+            md_temporal_free(encs[i]);
+    free((void *)c.px), free(c.emb), free(c.tok), free(vit_buf);
+    double t;
 
     /* The scan of one direction of one layer at these sizes. */
     sw s = {T * TPF, 2 * DM, 16, NULL, NULL, NULL, NULL, NULL, NULL};
