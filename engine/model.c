@@ -238,7 +238,7 @@ md_status md_model_open(md_library *lib, md_error *e)
         while (l > 1 && tmp[l - 1] == '/')
             tmp[--l] = 0;
         const char *base = strrchr(tmp, '/');
-        snprintf(lib->model_name, sizeof lib->model_name, "%s", base ? base + 1 : tmp);
+        snprintf(lib->model_name, sizeof lib->model_name, "%.255s", base ? base + 1 : tmp);
     }
     if ((s = md_clip_load(lib->model_dir, lib->p.backend ? lib->p.backend : md_backend_cpu(), &lib->clip, err,
                           sizeof err)) != MD_OK)
