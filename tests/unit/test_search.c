@@ -545,6 +545,32 @@ static void test_halves(void)
     v[5] = 70000.0f;
     CHECK_EQ_INT(md_index_add(ix, 3, 0, 0, 1000, v), MD_ERR_INVALID);
     CHECK_EQ_INT(md_index_count(ix), 2);
+    /* Every kernel set rounds to halves exactly as md_f32_to_f16: ties to even,
+     * subnormals, the largest half, underflow to zero. */
+    const char *names[] = {"scalar", "avx2", "avx512"}, *def = md_search_kernel();
+    float w[DIM];
+    for (int i = 0; i < DIM; i++) {
+        const float mag[8] = {1.0f, 1e-3f, 3e-5f, 1e-6f, 1e-8f, 1e-7f, 100.0f, 60000.0f};
+        w[i] = frand() * mag[i % 8];
+    }
+    w[0] = 1.0f + 0x1p-11f;       /* halfway: to 1 */
+    w[1] = 1.0f + 3 * 0x1p-11f;   /* halfway: to 1 + 2^-9 (even) */
+    w[2] = -65504.0f;
+    w[3] = 0x1p-25f;              /* half the smallest subnormal: to 0 */
+    w[4] = 3 * 0x1p-25f;          /* to 2^-23 (even) */
+    for (int ki = 0; ki < 3; ki++) {
+        if (md_search_set_kernel(names[ki]) != MD_OK)
+            continue;
+        CHECK_EQ_INT(md_index_add(ix, 10 + ki, 0, 0, 1000, w), MD_OK);
+        CHECK_EQ_INT(md_index_lookup(ix, 10 + ki, 0, back, NULL, NULL), MD_OK);
+        int exact = 1;
+        for (int i = 0; i < DIM; i++)
+            exact &= back[i] == md_f16_to_f32(md_f32_to_f16(w[i]));
+        CHECK(exact);
+    }
+    CHECK_EQ_INT(md_search_set_kernel(def), MD_OK);
+    for (long long vid = 10; vid < 13; vid++)
+        md_index_remove_video(ix, vid);
     /* Memory: halves + int8 + bookkeeping per row of capacity. */
     CHECK(md_index_bytes(ix) >= 1024 * (size_t)(3 * DIM + 4));
     CHECK(md_index_bytes(ix) < 1024 * (size_t)(3 * DIM + 64) + 65536);
