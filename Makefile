@@ -54,7 +54,7 @@ SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e asan clean build-info
+.PHONY: all test unit e2e e2e-asan asan clean build-info
 all: build-info $(BIN)
 
 build-info:
@@ -88,8 +88,12 @@ unit: $(UNIT_BINS)
 e2e: $(BIN)
 	bash tests/e2e/run.sh ./$(BIN)
 
-# The whole suite: unit tests, then the end-to-end tests against the real daemon.
-test: all unit e2e
+# The whole suite: unit tests, the end-to-end tests against the real daemon, then both again
+# with AddressSanitizer + UBSan (the e2e run checks every daemon log for sanitizer reports).
+test: all unit e2e asan e2e-asan
+
+e2e-asan: asan
+	MD_E2E_SANITIZED=1 bash tests/e2e/run.sh build-asan/momentd
 
 # AddressSanitizer + UBSan build in its own directory; runs the unit tests.
 asan:

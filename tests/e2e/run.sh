@@ -735,6 +735,14 @@ check "a damaged temporal file stops start-up" test "$rc" -ne 0
 check "the message names the temporal file" grep -q "t-bad.safetensors" "$TMP/tbad.err"
 
 # =============================================================================
+if [[ ${MD_E2E_SANITIZED:-0} == 1 ]]; then
+    echo "# sanitizer reports in the daemon logs"
+    bad=$(grep -l "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$TMP"/*.log 2>/dev/null || true)
+    check_eq "no AddressSanitizer, UBSan or leak report in any daemon log" "" "$bad"
+    [[ -z $bad ]] || grep -h -A12 "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" $bad | head -60
+fi
+
+# =============================================================================
 echo "# runtime $((SECONDS - T0)) s"
 if ((E2E_FAIL > 0)); then
     for log in "$TMP"/*.log; do
