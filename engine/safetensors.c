@@ -59,17 +59,6 @@ static int dtype_parse(const char *s, md_dtype *out)
     return 0;
 }
 
-static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 /* A JSON number that is a non-negative integer represented exactly. */
 static int json_uint(const cJSON *v, uint64_t *out)
@@ -133,23 +122,23 @@ static md_status parse_tensor(md_safetensors *st, const cJSON *e, md_st_tensor *
 {
     const char *p = st->path, *name = e->string;
     if (!cJSON_IsObject(e))
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': header entry is not an object", p, name);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': header entry is not an object", p, name);
     if (!name[0])
-        return fail(err, errlen, MD_ERR_INVALID, "%s: a tensor has an empty name", p);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: a tensor has an empty name", p);
     t->name = name;
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt))
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': missing or non-string \"dtype\"", p, name);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': missing or non-string \"dtype\"", p, name);
     if (!dtype_parse(dt->valuestring, &t->dtype))
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': unknown dtype \"%.32s\"", p, name,
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': unknown dtype \"%.32s\"", p, name,
                     dt->valuestring);
     if (!cJSON_IsArray(sh))
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': missing or non-array \"shape\"", p, name);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': missing or non-array \"shape\"", p, name);
     int nd = cJSON_GetArraySize(sh);
     if (nd > MD_ST_MAX_DIMS)
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': %d dimensions (at most %d)", p, name, nd,
                     MD_ST_MAX_DIMS);
     t->ndim = nd;
     uint64_t numel = 1;
@@ -159,31 +148,31 @@ static md_status parse_tensor(md_safetensors *st, const cJSON *e, md_st_tensor *
     {
         uint64_t v;
         if (!json_uint(d, &v))
-            return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape[%d] is not a non-negative integer", p,
+            return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape[%d] is not a non-negative integer", p,
                         name, i);
         if (v && numel > UINT64_MAX / v)
-            return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape overflows", p, name);
+            return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape overflows", p, name);
         numel *= v;
         t->shape[i++] = (int64_t)v;
     }
     size_t es = md_dtype_size(t->dtype);
     if (numel > UINT64_MAX / es)
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape overflows", p, name);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': shape overflows", p, name);
     t->numel = numel;
     uint64_t b, en;
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || !json_uint(cJSON_GetArrayItem(of, 0), &b) ||
         !json_uint(cJSON_GetArrayItem(of, 1), &en))
-        return fail(err, errlen, MD_ERR_INVALID,
+        return md_errf(err, errlen, MD_ERR_INVALID,
                     "%s: tensor '%s': \"data_offsets\" must be two non-negative integers [begin, end]", p, name);
     if (en < b)
-        return fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': data_offsets end %llu < begin %llu", p, name,
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': data_offsets end %llu < begin %llu", p, name,
                     (unsigned long long)en, (unsigned long long)b);
     if (en > st->data_size)
-        return fail(err, errlen, MD_ERR_INVALID,
+        return md_errf(err, errlen, MD_ERR_INVALID,
                     "%s: tensor '%s': data_offsets [%llu, %llu] run past the data (%llu bytes; file truncated?)", p,
                     name, (unsigned long long)b, (unsigned long long)en, (unsigned long long)st->data_size);
     if (en - b != numel * es)
-        return fail(err, errlen, MD_ERR_INVALID,
+        return md_errf(err, errlen, MD_ERR_INVALID,
                     "%s: tensor '%s': %llu bytes in data_offsets but shape x %s needs %llu", p, name,
                     (unsigned long long)(en - b), md_dtype_name(t->dtype), (unsigned long long)(numel * es));
     t->offset = b;
@@ -204,28 +193,28 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
 
     st = calloc(1, sizeof *st);
     if (!st)
-        return fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
+        return md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
     snprintf(st->path, sizeof st->path, "%s", path);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        rc = fail(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
+        rc = md_errf(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
         goto out;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        rc = fail(err, errlen, MD_ERR_IO, "%s: not a regular file", path);
+        rc = md_errf(err, errlen, MD_ERR_IO, "%s: not a regular file", path);
         goto out;
     }
     st->size = (uint64_t)sb.st_size;
     if (st->size < 8) {
-        rc = fail(err, errlen, MD_ERR_INVALID, "%s: %llu bytes: too short for a safetensors file (truncated?)", path,
+        rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: %llu bytes: too short for a safetensors file (truncated?)", path,
                   (unsigned long long)st->size);
         goto out;
     }
     st->map = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (st->map == MAP_FAILED) {
         st->map = NULL;
-        rc = fail(err, errlen, MD_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+        rc = md_errf(err, errlen, MD_ERR_IO, "%s: mmap: %s", path, strerror(errno));
         goto out;
     }
     const uint8_t *m = st->map;
@@ -233,18 +222,18 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | m[i];
     if (hlen > st->size - 8) {
-        rc = fail(err, errlen, MD_ERR_INVALID,
+        rc = md_errf(err, errlen, MD_ERR_INVALID,
                   "%s: header length %llu runs past the end of the file (%llu bytes; truncated or not safetensors)",
                   path, (unsigned long long)hlen, (unsigned long long)st->size);
         goto out;
     }
     if (hlen > MAX_HEADER) {
-        rc = fail(err, errlen, MD_ERR_INVALID, "%s: header length %llu is over the 100 MB limit", path,
+        rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: header length %llu is over the 100 MB limit", path,
                   (unsigned long long)hlen);
         goto out;
     }
     if (hlen < 2 || m[8] != '{') {
-        rc = fail(err, errlen, MD_ERR_INVALID, "%s: header is not a JSON object (not a safetensors file?)", path);
+        rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: header is not a JSON object (not a safetensors file?)", path);
         goto out;
     }
     st->data = m + 8 + hlen;
@@ -252,14 +241,14 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
     const char *end = NULL;
     st->root = cJSON_ParseWithLengthOpts((const char *)m + 8, (size_t)hlen, &end, 0);
     if (!st->root || !cJSON_IsObject(st->root)) {
-        rc = fail(err, errlen, MD_ERR_INVALID, "%s: header is not valid JSON (near byte %lld of %llu)", path,
+        rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: header is not valid JSON (near byte %lld of %llu)", path,
                   end ? (long long)(end - (const char *)m - 8) : -1LL, (unsigned long long)hlen);
         goto out;
     }
     /* Only padding may follow the object. */
     for (const char *c = end; c && c < (const char *)m + 8 + hlen; c++)
         if (*c != ' ' && *c != '\n' && *c != '\r' && *c != '\t' && *c != 0) {
-            rc = fail(err, errlen, MD_ERR_INVALID, "%s: trailing bytes after the header's JSON object", path);
+            rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: trailing bytes after the header's JSON object", path);
             goto out;
         }
 
@@ -271,7 +260,7 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
     ord = calloc((size_t)n + 1, sizeof *ord);
     scratch = calloc((size_t)n + 1, sizeof *scratch);
     if (!st->t || !st->by_name || !ord || !scratch) {
-        rc = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory for %d tensors", path, n);
+        rc = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory for %d tensors", path, n);
         goto out;
     }
     cJSON_ArrayForEach(e, st->root)
@@ -279,12 +268,12 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
         if (strcmp(e->string, "__metadata__") == 0) {
             const cJSON *kv;
             if (!cJSON_IsObject(e)) {
-                rc = fail(err, errlen, MD_ERR_INVALID, "%s: \"__metadata__\" is not an object", path);
+                rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: \"__metadata__\" is not an object", path);
                 goto out;
             }
             cJSON_ArrayForEach(kv, e) if (!cJSON_IsString(kv))
             {
-                rc = fail(err, errlen, MD_ERR_INVALID, "%s: \"__metadata__\" value of '%s' is not a string", path,
+                rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: \"__metadata__\" value of '%s' is not a string", path,
                           kv->string);
                 goto out;
             }
@@ -307,7 +296,7 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
         if (!t->nbytes)
             continue;
         if (prev && t->offset < prev->offset + prev->nbytes)
-            rc = fail(err, errlen, MD_ERR_INVALID, "%s: tensors '%s' and '%s' overlap in the data area", path,
+            rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: tensors '%s' and '%s' overlap in the data area", path,
                       prev->name, t->name);
         prev = t;
     }
@@ -315,7 +304,7 @@ md_status md_safetensors_open(const char *path, md_safetensors **out, char *err,
     sort_idx(st->by_name, scratch, st->n, cmp_name, st->t);
     for (int i = 1; i < st->n && rc == MD_OK; i++)
         if (strcmp(st->t[st->by_name[i]].name, st->t[st->by_name[i - 1]].name) == 0)
-            rc = fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s' appears twice in the header", path,
+            rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s' appears twice in the header", path,
                       st->t[st->by_name[i]].name);
     if (rc != MD_OK)
         goto out;
@@ -454,14 +443,14 @@ md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, c
     FILE *f = NULL;
     uint64_t off = 0;
     if (!root)
-        return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     if (n_meta > 0) {
         meta = cJSON_AddObjectToObject(root, "__metadata__");
         for (int i = 0; meta && i < n_meta; i++)
             if (!cJSON_AddStringToObject(meta, meta_kv[2 * i], meta_kv[2 * i + 1]))
                 meta = NULL;
         if (!meta) {
-            rc = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+            rc = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
             goto out;
         }
     }
@@ -470,11 +459,11 @@ md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, c
         uint64_t numel = 1;
         if (!w->name || !w->name[0] || strcmp(w->name, "__metadata__") == 0 ||
             cJSON_GetObjectItemCaseSensitive(root, w->name)) {
-            rc = fail(err, errlen, MD_ERR_INVALID, "%s: tensor %d: empty, reserved or duplicate name", path, i);
+            rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor %d: empty, reserved or duplicate name", path, i);
             goto out;
         }
         if (w->ndim < 0 || w->ndim > MD_ST_MAX_DIMS || w->dtype < 0 || w->dtype >= MD_DT_COUNT) {
-            rc = fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': bad dtype or ndim", path, w->name);
+            rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': bad dtype or ndim", path, w->name);
             goto out;
         }
         cJSON *e = cJSON_AddObjectToObject(root, w->name), *sh = NULL, *of = NULL;
@@ -482,7 +471,7 @@ md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, c
             sh = cJSON_AddArrayToObject(e, "shape");
         for (int d = 0; sh && d < w->ndim; d++) {
             if (w->shape[d] < 0) {
-                rc = fail(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': negative dimension", path, w->name);
+                rc = md_errf(err, errlen, MD_ERR_INVALID, "%s: tensor '%s': negative dimension", path, w->name);
                 goto out;
             }
             numel *= (uint64_t)w->shape[d];
@@ -499,21 +488,21 @@ md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, c
                 of = NULL;
         }
         if (!of) {
-            rc = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+            rc = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
             goto out;
         }
         off += nb;
     }
     hdr = cJSON_PrintUnformatted(root);
     if (!hdr) {
-        rc = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        rc = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     f = fopen(tmp, "wb");
     if (!f) {
-        rc = fail(err, errlen, MD_ERR_IO, "%s: %s", tmp, strerror(errno));
+        rc = md_errf(err, errlen, MD_ERR_IO, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     uint8_t le[8];
@@ -539,7 +528,7 @@ md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, c
         if (ok)
             werr = errno;
         unlink(tmp);
-        rc = fail(err, errlen, werr == ENOSPC ? MD_ERR_NO_SPACE : MD_ERR_IO, "%s: write: %s", path,
+        rc = md_errf(err, errlen, werr == ENOSPC ? MD_ERR_NO_SPACE : MD_ERR_IO, "%s: write: %s", path,
                   strerror(werr));
         goto out;
     }

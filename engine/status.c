@@ -1,6 +1,9 @@
 /* status.c - names of md_status values (used in logs and error codes). */
 #include "status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *md_status_str(md_status s)
 {
     switch (s) {
@@ -22,4 +25,15 @@ const char *md_status_str(md_status s)
     case MD_ERR_INTERNAL: return "internal";
     }
     return "unknown";
+}
+
+md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return st;
 }

@@ -27,7 +27,13 @@ typedef enum md_status {
     MD_ERR_INTERNAL      /* a bug: should not happen */
 } md_status;
 
+#include <stddef.h>
+
 /* Static, never NULL. */
 const char *md_status_str(md_status s);
+
+/* Formats a message into ERR (when ERR and ERRLEN are set) and returns ST:
+ * "return md_errf(err, errlen, MD_ERR_INVALID, "%s: bad header", path);". */
+md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -69,17 +69,6 @@ struct md_tokenizer {
     int cache_n;
 };
 
-static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 static uint32_t hash_bytes(const void *p, size_t n)
 {
@@ -111,25 +100,25 @@ static md_status read_file(const char *path, char **out, size_t *len, char *err,
     char *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
+        return md_errf(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        st = fail(err, errlen, MD_ERR_IO, "%s: %s", path, strerror(errno));
+        st = md_errf(err, errlen, MD_ERR_IO, "%s: %s", path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(sb.st_mode)) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: not a regular file", path);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: not a regular file", path);
         goto out;
     }
     if (sb.st_size > (off_t)MAX_FILE_BYTES) {
-        st = fail(err, errlen, MD_ERR_TOO_LARGE, "%s: %lld bytes, more than the %u allowed", path,
+        st = md_errf(err, errlen, MD_ERR_TOO_LARGE, "%s: %lld bytes, more than the %u allowed", path,
                   (long long)sb.st_size, MAX_FILE_BYTES);
         goto out;
     }
     size_t n = (size_t)sb.st_size, got = 0;
     buf = malloc(n + 1);
     if (!buf) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
         goto out;
     }
     while (got < n) {
@@ -137,7 +126,7 @@ static md_status read_file(const char *path, char **out, size_t *len, char *err,
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            st = fail(err, errlen, MD_ERR_IO, "%s: %s", path, strerror(errno));
+            st = md_errf(err, errlen, MD_ERR_IO, "%s: %s", path, strerror(errno));
             goto out;
         }
         if (r == 0)
@@ -197,11 +186,11 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         long off = at && at >= text && at <= text + len ? (long)(at - text) : -1;
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: malformed JSON (near byte %ld)", path, off);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: malformed JSON (near byte %ld)", path, off);
         goto out;
     }
     if (!cJSON_IsObject(root)) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: not a JSON object of token -> id", path);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: not a JSON object of token -> id", path);
         goto out;
     }
     /* First pass: count, check ids, size the arena. */
@@ -209,12 +198,12 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
     int max_id = -1;
     for (const cJSON *e = root->child; e; e = e->next) {
         if (!e->string) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s: entry without a key", path);
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s: entry without a key", path);
             goto out;
         }
         double v = e->valuedouble;
         if (!cJSON_IsNumber(e) || !(v >= 0 && v <= MAX_ID) || v != (double)(int)v) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s: token \"%.64s\": id is not an integer in [0, %d]", path,
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s: token \"%.64s\": id is not an integer in [0, %d]", path,
                       e->string, MAX_ID);
             goto out;
         }
@@ -224,7 +213,7 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
         bytes += strlen(e->string) + 1;
     }
     if (n == 0) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: empty vocabulary", path);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: empty vocabulary", path);
         goto out;
     }
     t->vocab_size = max_id + 1;
@@ -235,7 +224,7 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
     t->str_mask = pow2_at_least(2 * (uint64_t)n) - 1;
     t->str_slots = malloc(((size_t)t->str_mask + 1) * sizeof *t->str_slots);
     if (!t->arena || !t->tok_off || !t->tok_len || !t->str_slots) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
         goto out;
     }
     memset(t->tok_off, 0xff, (size_t)t->vocab_size * sizeof *t->tok_off);
@@ -245,12 +234,12 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
         int id = (int)e->valuedouble;
         size_t sl = strlen(e->string);
         if (t->tok_off[id] != UINT32_MAX) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s: id %d is used by \"%.64s\" and \"%.64s\"", path, id,
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s: id %d is used by \"%.64s\" and \"%.64s\"", path, id,
                       t->arena + t->tok_off[id], e->string);
             goto out;
         }
         if (str_lookup(t, e->string, sl) >= 0) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s: token \"%.64s\" appears twice", path, e->string);
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s: token \"%.64s\" appears twice", path, e->string);
             goto out;
         }
         memcpy(t->arena + pos, e->string, sl + 1);
@@ -265,7 +254,7 @@ static md_status load_vocab(md_tokenizer *t, const char *path, char *err, size_t
     t->bos_id = str_lookup(t, BOS_STR, strlen(BOS_STR));
     t->eos_id = str_lookup(t, EOS_STR, strlen(EOS_STR));
     if (t->bos_id < 0 || t->eos_id < 0) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: special token %s is missing", path,
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: special token %s is missing", path,
                   t->bos_id < 0 ? BOS_STR : EOS_STR);
         goto out;
     }
@@ -289,7 +278,7 @@ static md_status load_merges(md_tokenizer *t, const char *path, char *err, size_
     t->merge_mask = pow2_at_least(2 * (uint64_t)lines) - 1;
     t->merges = malloc(((size_t)t->merge_mask + 1) * sizeof *t->merges);
     if (!t->merges) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
         goto out;
     }
     for (size_t i = 0; i <= t->merge_mask; i++)
@@ -305,7 +294,7 @@ static md_status load_merges(md_tokenizer *t, const char *path, char *err, size_
             le--;
         size_t ll = (size_t)(le - p);
         if (memchr(p, '\0', ll)) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s:%d: NUL byte", path, lineno);
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s:%d: NUL byte", path, lineno);
             goto out;
         }
         if (ll >= 8 && memcmp(p, "#version", 8) == 0) {
@@ -314,14 +303,14 @@ static md_status load_merges(md_tokenizer *t, const char *path, char *err, size_
         }
         char *sp = memchr(p, ' ', ll);
         if (!sp || sp == p || sp + 1 == le || memchr(sp + 1, ' ', (size_t)(le - sp - 1))) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s:%d: not a merge \"a b\": \"%.*s\"", path, lineno,
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s:%d: not a merge \"a b\": \"%.*s\"", path, lineno,
                       (int)(ll > 64 ? 64 : ll), p);
             goto out;
         }
         size_t la = (size_t)(sp - p), lb = (size_t)(le - sp - 1);
         int a = str_lookup(t, p, la), b = str_lookup(t, sp + 1, lb);
         if (a < 0 || b < 0) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s:%d: merge refers to \"%.*s\", which is not in vocab.json",
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s:%d: merge refers to \"%.*s\", which is not in vocab.json",
                       path, lineno, a < 0 ? (int)(la > 64 ? 64 : la) : (int)(lb > 64 ? 64 : lb),
                       a < 0 ? p : sp + 1);
             goto out;
@@ -330,7 +319,7 @@ static md_status load_merges(md_tokenizer *t, const char *path, char *err, size_
             free(cat);
             cat_cap = 2 * (la + lb);
             if (!(cat = malloc(cat_cap))) {
-                st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
+                st = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory", path);
                 goto out;
             }
         }
@@ -338,7 +327,7 @@ static md_status load_merges(md_tokenizer *t, const char *path, char *err, size_
         memcpy(cat + la, sp + 1, lb);
         int m = str_lookup(t, cat, la + lb);
         if (m < 0) {
-            st = fail(err, errlen, MD_ERR_INVALID, "%s:%d: the merged token \"%.*s\" is not in vocab.json", path,
+            st = md_errf(err, errlen, MD_ERR_INVALID, "%s:%d: the merged token \"%.*s\" is not in vocab.json", path,
                       lineno, (int)(la + lb > 64 ? 64 : la + lb), cat);
             goto out;
         }
@@ -396,18 +385,18 @@ md_status md_tokenizer_load(const char *vocab_json_path, const char *merges_txt_
     if (err && errlen)
         err[0] = '\0';
     if (!vocab_json_path || !merges_txt_path || !out)
-        return fail(err, errlen, MD_ERR_INVALID, "md_tokenizer_load: NULL argument");
+        return md_errf(err, errlen, MD_ERR_INVALID, "md_tokenizer_load: NULL argument");
     *out = NULL;
     t = calloc(1, sizeof *t);
     if (!t)
-        return fail(err, errlen, MD_ERR_NOMEM, "md_tokenizer_load: out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "md_tokenizer_load: out of memory");
     if (pthread_mutex_init(&t->cache_mu, NULL) != 0) {
         free(t);
-        return fail(err, errlen, MD_ERR_INTERNAL, "md_tokenizer_load: pthread_mutex_init failed");
+        return md_errf(err, errlen, MD_ERR_INTERNAL, "md_tokenizer_load: pthread_mutex_init failed");
     }
     t->cache = calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "md_tokenizer_load: out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "md_tokenizer_load: out of memory");
         goto out;
     }
     if ((st = load_vocab(t, vocab_json_path, err, errlen)) != MD_OK)
@@ -1030,9 +1019,9 @@ md_status md_tokenizer_encode(md_tokenizer *t, const char *utf8, int context_len
     if (err && errlen)
         err[0] = '\0';
     if (!t || !utf8 || !ids || !n_ids)
-        return fail(err, errlen, MD_ERR_INVALID, "md_tokenizer_encode: NULL argument");
+        return md_errf(err, errlen, MD_ERR_INVALID, "md_tokenizer_encode: NULL argument");
     if (context_len < 2)
-        return fail(err, errlen, MD_ERR_INVALID, "md_tokenizer_encode: context length %d < 2", context_len);
+        return md_errf(err, errlen, MD_ERR_INVALID, "md_tokenizer_encode: context length %d < 2", context_len);
     sink out = {ids + 1, 0, context_len - 2};
     const unsigned char *p = (const unsigned char *)utf8;
     while (*p && out.n < out.cap) {
@@ -1054,7 +1043,7 @@ md_status md_tokenizer_encode(md_tokenizer *t, const char *utf8, int context_len
     *n_ids = out.n + 2;
 out:
     if (st != MD_OK)
-        fail(err, errlen, st, "md_tokenizer_encode: %s", st == MD_ERR_NOMEM ? "out of memory" : "failed");
+        md_errf(err, errlen, st, "md_tokenizer_encode: %s", st == MD_ERR_NOMEM ? "out of memory" : "failed");
     free(w.word.v);
     free(w.norm.v);
     free(w.low.v);
