@@ -88,8 +88,8 @@ for dist in dists.split():
 m0 = rows[0]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
 print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs; pinned: {pin}; load average before/after: {load0} / {load1}")
-print(f"threads: momentd scan {m0['threads']} (kernel {m0['kernel']}), OpenBLAS {m0['openblas_threads']} "
-      f"(text encoder), FAISS {m0['faiss_version']} OpenMP 1 or {m0['faiss_max_threads']} (its faster p50 is shown, "
+print(f"threads: momentd scan {m0['threads']} (kernel {m0['kernel']}), OpenBLAS for the text encoder 1 or "
+      f"{m0['openblas_threads']} (the faster p50 is shown, threads in brackets, and used for text -> moments), FAISS {m0['faiss_version']} OpenMP 1 or {m0['faiss_max_threads']} (its faster p50 is shown, "
       f"threads in brackets); "
       f"{m0['queries']} queries per row, one per call, k = 10; times in ms")
 print()
@@ -98,7 +98,8 @@ print("| data | segments | momentd search p50 / p99 | exact scan p50 / p99 | FAI
       "| recall@10 vs f32 (int8 alone) | int8 recall vs exact | max score error | index memory |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    text = f"{r['text_p50']:.1f} / {r['text_p99']:.1f} | {r['total_p50']:.1f} / {r['total_p99']:.1f}" \
+    text = f"{r['text_p50']:.1f} / {r['text_p99']:.1f} ({r['text_blas_threads']}) " \
+        f"| {r['total_p50']:.1f} / {r['total_p99']:.1f}" \
         if r["text_queries"] else "(above) | (above)"
     print(f"| {r['dist']} | {r['n']:,} | {r['search_p50']:.2f} / {r['search_p99']:.2f} "
           f"| {r['exact_p50']:.2f} / {r['exact_p99']:.2f} | {r['faiss_p50']:.2f} / {r['faiss_p99']:.2f} ({r['faiss_threads']}) "
@@ -113,6 +114,8 @@ print(f"memory per million segments (md_index_bytes at {big['n']:,} / {big['n']:
 print("max first-pass (int8) score error over the re-scored candidates: " +
       ", ".join(f"{r['dist']} {r['n']:,}: {r['max_int8_error']:.1e}" for r in rows) +
       f"; FAISS's own max score error: {max(r['faiss_max_err'] for r in rows):.1e}")
+print("text encoding p50 with OpenBLAS on 1 / " + str(m0["openblas_threads"]) + " threads: " +
+      ", ".join(f"{r['n']:,}: {r['text_p50_blas1']:.1f} / {r['text_p50_blasn']:.1f}" for r in rows if r["text_queries"]))
 print("int8 first pass vs exact scan, worst over the queries: mean of the scores "
       f"{max(r['mean_err'] for r in rows):.1e}, standard deviation {max(r['std_rel_err'] for r in rows):.1e} (relative), "
       f"best moment's z {max(r['z_err'] for r in rows):.1e}")
