@@ -418,6 +418,25 @@ static void check_int8_matches_exact(int dim, int videos, int segs)
     md_search_result_free(&re);
     md_search_result_free(&ri);
 
+    /* Restricted to some videos (their rows are gathered, not the whole index scanned). */
+    long long only[] = {17, 5, 17, 3};
+    pe.videos = pi.videos = only;
+    pe.n_videos = pi.n_videos = 4;
+    CHECK_EQ_INT(md_index_search(ix, q, &pe, &re), MD_OK);
+    CHECK_EQ_INT(md_index_search(ix, q, &pi, &ri), MD_OK);
+    CHECK_EQ_INT(ri.scored, 3LL * segs);
+    CHECK_EQ_INT(ri.n, re.n);
+    for (int i = 0; i < ri.n && i < re.n; i++) {
+        CHECK(ri.moments[i].video_id == 3 || ri.moments[i].video_id == 5 || ri.moments[i].video_id == 17);
+        CHECK(ri.moments[i].video_id == re.moments[i].video_id && ri.moments[i].first_seq == re.moments[i].first_seq &&
+              ri.moments[i].last_seq == re.moments[i].last_seq && ri.moments[i].score == re.moments[i].score);
+    }
+    CHECK(ri.n > 0 && ri.moments[0].video_id == 3 && ri.moments[0].first_seq == 100);
+    md_search_result_free(&re);
+    md_search_result_free(&ri);
+    pe.videos = pi.videos = NULL;
+    pe.n_videos = pi.n_videos = 0;
+
     /* Raw segment ranking: the same segments, the same exact scores; the
      * first-pass score is close. */
     enum { K = 50 };
