@@ -52,7 +52,7 @@ struct md_index {
 #define MAX_THREADS 16
 /* Values per chunk of the first pass that a thread takes at a time (1 MB of int8). */
 #define CHUNK_VALUES (1u << 20)
-/* Candidates re-scored exactly (and grown into moments) per search. */
+/* At least this many candidates are re-scored exactly (and grown into moments) per search. */
 #define MIN_CANDIDATES 256
 
 md_search_params md_search_default_params(void)
