@@ -106,7 +106,7 @@ static md_status load_segments(md_library *lib, md_error *e)
 {
     sqlite3_stmt *st = NULL;
     int dim = md_clip_dim(lib->clip);
-    float *v = malloc((size_t)dim * sizeof *v);
+    uint16_t *v = malloc((size_t)dim * sizeof *v);
     long long n = 0, bad = 0;
     if (!v)
         return md_fail(e, MD_ERR_NOMEM, "out of memory");
@@ -123,10 +123,11 @@ static md_status load_segments(md_library *lib, md_error *e)
                 bad++; /* a damaged row loses that segment, never the start-up */
                 continue;
             }
+            /* Stored little-endian; the index keeps the halves bit for bit. */
             for (int i = 0; i < dim; i++)
-                v[i] = md_f16_to_f32((uint16_t)(b[2 * i] | b[2 * i + 1] << 8));
-            if (md_index_add(lib->index, sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
-                             sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), v) == MD_OK)
+                v[i] = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
+            if (md_index_add_f16(lib->index, sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
+                                 sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), v) == MD_OK)
                 n++;
             else
                 bad++;

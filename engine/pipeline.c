@@ -197,12 +197,15 @@ static md_status commit_segments(md_pipeline *p, char *err, size_t errlen)
         snprintf(err, errlen, "cannot checkpoint the temporal stream");
         return s;
     }
-    /* The index gets the stored fp16 values, so it equals what a restart loads. */
-    for (int j = 0; j < p->out.n; j++) {
-        float *v = p->out.emb + (size_t)j * p->dim;
-        for (int d = 0; d < p->dim; d++)
-            v[d] = md_f16_to_f32(md_f32_to_f16(v[d]));
+    /* Halves, as stored: the index gets the same bits, so it equals what a restart loads. */
+    uint16_t *half = malloc((size_t)p->out.n * p->dim * sizeof *half);
+    if (!half) {
+        free(ckpt);
+        snprintf(err, errlen, "out of memory");
+        return MD_ERR_NOMEM;
     }
+    for (size_t i = 0; i < (size_t)p->out.n * p->dim; i++)
+        half[i] = md_f32_to_f16(p->out.emb[i]);
     pthread_mutex_lock(&lib->db_mu);
     if ((s = md_store_begin(p->db)) != MD_OK) {
         snprintf(err, errlen, "database busy: %s", sqlite3_errmsg(p->db->db));
@@ -237,11 +240,10 @@ static md_status commit_segments(md_pipeline *p, char *err, size_t errlen)
                             "VALUES (?, ?, ?, ?, ?, ?)",
                             -1, &ins, NULL);
     for (int j = 0; rc == SQLITE_OK && j < p->out.n; j++) {
-        const float *v = p->out.emb + (size_t)j * p->dim;
-        for (int d = 0; d < p->dim; d++) {
-            uint16_t h = md_f32_to_f16(v[d]);
-            p->blob[2 * d] = (uint8_t)(h & 0xff);
-            p->blob[2 * d + 1] = (uint8_t)(h >> 8);
+        const uint16_t *v = half + (size_t)j * p->dim;
+        for (int d = 0; d < p->dim; d++) { /* little-endian, whatever the host */
+            p->blob[2 * d] = (uint8_t)(v[d] & 0xff);
+            p->blob[2 * d + 1] = (uint8_t)(v[d] >> 8);
         }
         sqlite3_reset(ins);
         sqlite3_bind_int64(ins, 1, p->video_id);
@@ -263,8 +265,8 @@ static md_status commit_segments(md_pipeline *p, char *err, size_t errlen)
         goto rollback;
     }
     for (int j = 0; j < p->out.n; j++)
-        md_index_add(lib->index, p->video_id, (int)p->out.seg[j].index, p->out.seg[j].start_ms, p->out.seg[j].end_ms,
-                     p->out.emb + (size_t)j * p->dim);
+        md_index_add_f16(lib->index, p->video_id, (int)p->out.seg[j].index, p->out.seg[j].start_ms,
+                         p->out.seg[j].end_ms, half + (size_t)j * p->dim);
     md_segments_clear(&p->out);
     goto unlock;
 rollback:
@@ -274,6 +276,7 @@ unlock:
     sqlite3_finalize(ins);
     sqlite3_finalize(prog);
     free(ckpt);
+    free(half);
     return s;
 }
 
