@@ -54,6 +54,8 @@ static const setting SETTINGS[] = {
     {"temporal", T_STR, "", 0, 0, NULL, F(temporal), 0,
      "temporal.safetensors to use (empty: MODEL_DIR/temporal.safetensors if present, else a fresh untrained "
      "encoder kept in DATA_DIR/temporal/)"},
+    {"threads", T_INT, "0", 0, 256, NULL, F(threads), 0,
+     "math threads per worker (OpenBLAS); 0: cores / workers, at least 1"},
     {"job_retries", T_INT, "3", 0, 100, NULL, F(job_retries), 0,
      "times a job interrupted by a crash is resumed before it is failed"},
     {"debug_job_delay_ms", T_INT, "0", 0, 60000, NULL, F(debug_job_delay_ms), 0,

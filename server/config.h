@@ -34,6 +34,7 @@ typedef struct md_config {
     char *log_level;
     char *device;
     long long job_retries;
+    long long threads;
     char *sample_fps;      /* frames per second of video; parsed as a number at validation */
     double sample_fps_v;
     long long segment_frames;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../engine/log.h"
 #include "../video/video.h"
@@ -83,8 +84,14 @@ static int serve(int argc, char **argv, int first)
         rc = 2;
         goto out;
     }
-    md_info("momentd %s (%s) starting: data_dir %s, backend %s, %lld workers%s", MD_VERSION, MD_BUILD, cfg.data_dir,
-            srv.backend->name, cfg.workers, cfg.config_file ? ", config file read" : "");
+    /* Workers run their matrix products at the same time: split the cores between them
+     * rather than letting each OpenBLAS call spread over all of them. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = cfg.threads > 0 ? (int)cfg.threads : (int)(cores / cfg.workers > 1 ? cores / cfg.workers : 1);
+    threads = md_backend_cpu_set_threads(threads);
+    md_info("momentd %s (%s) starting: data_dir %s, backend %s, %lld workers x %d math threads%s", MD_VERSION,
+            MD_BUILD, cfg.data_dir, srv.backend->name, cfg.workers, threads,
+            cfg.config_file ? ", config file read" : "");
     if (md_server_start(&srv, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
         goto out;
