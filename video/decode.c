@@ -30,6 +30,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,6 +43,10 @@
 /* Packet times remembered for skipping unpicked non-reference frames: more than any reorder
  * depth (H.264 allows 16). */
 #define RECENT_PTS 32
+/* Chosen frames waiting for preprocessing (references into the decoder's pool), and batch
+ * buffers: one being filled, one with the caller. Together they bound the read-ahead. */
+#define QUEUE 4
+#define N_BUFS 2
 
 const float md_video_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float md_video_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -58,6 +64,21 @@ md_video_params md_video_default_params(void)
     p.max_pixels = 8192LL * 8192LL;
     return p;
 }
+
+/* A chosen frame on its way to preprocessing. */
+typedef struct delivery {
+    AVFrame *frame; /* own reference */
+    long long serial;
+    md_video_frame meta;
+} delivery;
+
+enum { BUF_FREE, BUF_READY, BUF_HELD };
+
+typedef struct batch_buf {
+    float *pixels;
+    md_video_frame *frames;
+    int n, state;
+} batch_buf;
 
 struct md_video_decoder {
     md_video_params p;
@@ -94,29 +115,45 @@ struct md_video_decoder {
 
     int input_done, flushed, decoder_done;
     int consecutive, decode_errors, stalls;
-    int cancelled;
-    md_status failed;
-    char err[256];
+    int cancelled;               /* the caller's interrupt said stop */
+    long long emitted;           /* deliveries queued */
+    md_video_decode_stats stats; /* the decoding thread's; copies go to `shared` */
 
+    /* The preprocessing thread's. */
     md_video_prep *prep;
-    float *pixels, *cache;
-    md_video_frame *frames;
+    float *cache; /* tensor of the frame with serial cache_serial, for repeats */
     long long cache_serial;
-    long long delivered;
     struct SwsContext *sws;
     uint8_t *rgb;
     size_t rgb_cap;
-    md_video_decode_stats stats;
+
+    /* Shared under mu: decoding thread -> queue -> preprocessing thread -> bufs -> caller. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sync_ready, started;
+    pthread_t decode_thread, prep_thread;
+    atomic_int stop; /* close or an error: every thread winds down */
+    delivery queue[QUEUE];
+    int q_head, q_len;
+    int decode_done; /* no more deliveries */
+    batch_buf bufs[N_BUFS];
+    int b_fill, b_take, b_held; /* being filled, next for the caller, with the caller (-1) */
+    int prep_done;              /* the last batch is out */
+    long long taken;            /* frames handed to the caller */
+    md_status failed;           /* the first error, MD_OK while none */
+    char err[256];
+    md_video_decode_stats shared;
 };
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
+/* FFmpeg's interrupt callback and our own poll: the caller's interrupt, or close/an error. */
 static int interrupt_cb(void *opaque)
 {
     md_video_decoder *d = opaque;
     if (!d->cancelled && d->p.interrupt && d->p.interrupt(d->p.interrupt_ctx))
         d->cancelled = 1;
-    return d->cancelled;
+    return d->cancelled || atomic_load(&d->stop);
 }
 
 /* The pre-scan's progress calls carry the caller's interrupt. */
@@ -428,6 +465,24 @@ void md_video_decoder_close(md_video_decoder *d)
 {
     if (!d)
         return;
+    if (d->started) {
+        pthread_mutex_lock(&d->mu);
+        atomic_store(&d->stop, 1);
+        pthread_cond_broadcast(&d->cv);
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->decode_thread, NULL);
+        pthread_join(d->prep_thread, NULL);
+    }
+    for (int i = 0; i < d->q_len; i++)
+        av_frame_free(&d->queue[(d->q_head + i) % QUEUE].frame);
+    for (int i = 0; i < N_BUFS; i++) {
+        free(d->bufs[i].pixels);
+        free(d->bufs[i].frames);
+    }
+    if (d->sync_ready) {
+        pthread_mutex_destroy(&d->mu);
+        pthread_cond_destroy(&d->cv);
+    }
     av_packet_free(&d->pkt);
     av_packet_free(&d->held);
     av_frame_free(&d->cur);
@@ -436,9 +491,7 @@ void md_video_decoder_close(md_video_decoder *d)
     avformat_close_input(&d->fmt);
     sws_freeContext(d->sws);
     md_video_prep_free(d->prep);
-    free(d->pixels);
     free(d->cache);
-    free(d->frames);
     free(d->rgb);
     free(d);
 }
@@ -462,6 +515,18 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
         return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
     d->p = p;
     d->stream = -1;
+    d->b_held = -1;
+    atomic_init(&d->stop, 0);
+    if (pthread_mutex_init(&d->mu, NULL) != 0) {
+        free(d);
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    }
+    if (pthread_cond_init(&d->cv, NULL) != 0) {
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+    }
+    d->sync_ready = 1;
     if ((st = open_input(path, d, &d->fmt, err, errlen)) != MD_OK)
         goto out;
     if ((d->stream = pick_stream(d->fmt, 0, &st, err, errlen)) < 0)
@@ -526,10 +591,14 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     d->cur = av_frame_alloc();
     d->prev = av_frame_alloc();
     d->prep = md_video_prep_new(p.size, p.mean, p.std);
-    d->pixels = malloc(sizeof(float) * plane3 * (size_t)p.batch);
     d->cache = malloc(sizeof(float) * plane3);
-    d->frames = calloc((size_t)p.batch, sizeof *d->frames);
-    if (!d->pkt || !d->held || !d->cur || !d->prev || !d->prep || !d->pixels || !d->cache || !d->frames) {
+    int bufs_ok = 1;
+    for (int i = 0; i < N_BUFS; i++) {
+        d->bufs[i].pixels = malloc(sizeof(float) * plane3 * (size_t)p.batch);
+        d->bufs[i].frames = calloc((size_t)p.batch, sizeof *d->bufs[i].frames);
+        bufs_ok &= d->bufs[i].pixels && d->bufs[i].frames;
+    }
+    if (!d->pkt || !d->held || !d->cur || !d->prev || !d->prep || !d->cache || !bufs_ok) {
         st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -558,7 +627,11 @@ int md_video_decoder_keyframe_mode(const md_video_decoder *d)
 
 void md_video_decoder_stats(const md_video_decoder *d, md_video_decode_stats *stats)
 {
-    *stats = d->stats;
+    /* The lock is not part of the decoder's logical state. */
+    pthread_mutex_t *mu = (pthread_mutex_t *)&d->mu;
+    pthread_mutex_lock(mu);
+    *stats = d->shared;
+    pthread_mutex_unlock(mu);
 }
 
 const char *md_video_decoder_error(const md_video_decoder *d)
@@ -568,10 +641,17 @@ const char *md_video_decoder_error(const md_video_decoder *d)
 
 /* ---- decoding ------------------------------------------------------------------------------ */
 
+/* Records the first error and stops every thread. Takes mu. */
 static md_status fail(md_video_decoder *d, md_status st, const char *msg)
 {
-    d->failed = st;
-    av_strlcpy(d->err, msg, sizeof d->err);
+    pthread_mutex_lock(&d->mu);
+    if (d->failed == MD_OK) {
+        d->failed = st;
+        av_strlcpy(d->err, msg, sizeof d->err);
+    }
+    atomic_store(&d->stop, 1);
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
     return st;
 }
 
@@ -706,8 +786,10 @@ static md_status feed(md_video_decoder *d)
             return send(d, NULL);
         }
         int ret = av_read_frame(d->fmt, d->pkt);
-        if (d->cancelled)
+        if (d->cancelled || atomic_load(&d->stop)) {
+            av_packet_unref(d->pkt);
             return fail(d, MD_ERR_CANCELLED, "cancelled");
+        }
         if (ret == AVERROR_EOF) {
             d->input_done = 1;
             continue;
@@ -890,38 +972,66 @@ static md_status frame_rgb(struct SwsContext **sws, uint8_t **buf, size_t *cap, 
     return MD_OK;
 }
 
-/* Preprocesses F (or copies the cached tensor when it was the last one done) into slot N and
- * records its times. */
-static md_status deliver(md_video_decoder *d, const AVFrame *f, long long serial, int64_t ts, int64_t target, int n)
+/* Preprocessing thread: F's tensor into OUT, or a copy of the last one when F is the same frame
+ * again. MSG gets the reason on failure. */
+static md_status convert(md_video_decoder *d, const AVFrame *f, long long serial, float *out, char *msg,
+                         size_t msglen)
 {
     size_t plane3 = 3 * (size_t)d->p.size * (size_t)d->p.size;
-    float *out = d->pixels + plane3 * (size_t)n;
     if (serial == d->cache_serial) {
         memcpy(out, d->cache, sizeof(float) * plane3);
-    } else {
-        const uint8_t *rgb;
-        ptrdiff_t stride;
-        md_status st = frame_rgb(&d->sws, &d->rgb, &d->rgb_cap, d->prep, f, &rgb, &stride);
-        if (st == MD_OK)
-            st = md_video_prep_run(d->prep, rgb, f->width, f->height, stride, d->info.rotation, out);
-        if (st == MD_ERR_NOMEM)
-            return fail(d, st, "out of memory");
-        if (st != MD_OK) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "cannot convert a %dx%d %s frame to RGB", f->width, f->height,
-                     av_get_pix_fmt_name((enum AVPixelFormat)f->format) ? av_get_pix_fmt_name(f->format) : "?");
-            return fail(d, MD_ERR_UNSUPPORTED, msg);
-        }
-        if (d->p.sampling != MD_VIDEO_SAMPLE_ALL) {
-            memcpy(d->cache, out, sizeof(float) * plane3);
-            d->cache_serial = serial;
-        }
+        return MD_OK;
+    }
+    const uint8_t *rgb;
+    ptrdiff_t stride;
+    md_status st = frame_rgb(&d->sws, &d->rgb, &d->rgb_cap, d->prep, f, &rgb, &stride);
+    if (st == MD_OK)
+        st = md_video_prep_run(d->prep, rgb, f->width, f->height, stride, d->info.rotation, out);
+    if (st == MD_ERR_NOMEM) {
+        snprintf(msg, msglen, "out of memory");
+        return st;
+    }
+    if (st != MD_OK) {
+        const char *name = av_get_pix_fmt_name((enum AVPixelFormat)f->format);
+        snprintf(msg, msglen, "cannot convert a %dx%d %s frame to RGB", f->width, f->height, name ? name : "?");
+        return MD_ERR_UNSUPPORTED;
+    }
+    if (d->p.sampling != MD_VIDEO_SAMPLE_ALL) {
+        memcpy(d->cache, out, sizeof(float) * plane3);
+        d->cache_serial = serial;
+    }
+    return MD_OK;
+}
+
+/* Decoding thread: queues frame F, shown at TS, for the sample at TARGET. Waits while the queue
+ * is full; MD_ERR_CANCELLED once everything is stopping. */
+static md_status emit(md_video_decoder *d, const AVFrame *f, long long serial, int64_t ts, int64_t target)
+{
+    AVFrame *ref = av_frame_alloc();
+    if (!ref || av_frame_ref(ref, f) < 0) {
+        av_frame_free(&ref);
+        return fail(d, MD_ERR_NOMEM, "out of memory");
     }
     AVRational ms = {1, 1000};
-    d->frames[n].ts_ms = av_rescale_q_rnd(ts - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
-    d->frames[n].target_ms = av_rescale_q_rnd(target - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
-    d->frames[n].keyframe_only = d->keyframe_mode;
-    d->stats.frames_delivered++;
+    delivery dv = {.frame = ref, .serial = serial};
+    dv.meta.ts_ms = av_rescale_q_rnd(ts - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
+    dv.meta.target_ms = av_rescale_q_rnd(target - d->origin, d->tb, ms, AV_ROUND_NEAR_INF | AV_ROUND_PASS_MINMAX);
+    dv.meta.keyframe_only = d->keyframe_mode;
+    pthread_mutex_lock(&d->mu);
+    while (d->q_len == QUEUE && !atomic_load(&d->stop))
+        pthread_cond_wait(&d->cv, &d->mu);
+    if (atomic_load(&d->stop)) {
+        pthread_mutex_unlock(&d->mu);
+        av_frame_free(&ref);
+        return MD_ERR_CANCELLED;
+    }
+    d->queue[(d->q_head + d->q_len) % QUEUE] = dv;
+    d->q_len++;
+    d->emitted++;
+    d->stats.frames_delivered = d->emitted;
+    d->shared = d->stats;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
     return MD_OK;
 }
 
@@ -937,24 +1047,15 @@ static int64_t prev_cover_end(const md_video_decoder *d)
     return end;
 }
 
-md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
+/* Decoding thread: the sampler (see the top of the file), until the video is done. */
+static md_status run_sampler(md_video_decoder *d)
 {
-    memset(b, 0, sizeof *b);
-    if (!d)
-        return MD_ERR_INVALID;
-    b->size = d->p.size;
-    b->pixels = d->pixels;
-    b->frames = d->frames;
-    b->first_index = d->delivered;
-    if (d->failed)
-        return d->failed;
     const int all = d->p.sampling == MD_VIDEO_SAMPLE_ALL;
-    int n = 0;
     md_status st = MD_OK;
-    while (n < d->p.batch && st == MD_OK) {
+    while (st == MD_OK) {
         if (d->have_cur) {
             if (all) {
-                st = deliver(d, d->cur, d->cur_serial, d->cur_ts, d->cur_ts, n++);
+                st = emit(d, d->cur, d->cur_serial, d->cur_ts, d->cur_ts);
                 av_frame_unref(d->cur);
                 d->have_cur = 0;
                 continue;
@@ -962,9 +1063,9 @@ md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
             if (d->k < d->limit && target_abs(d, d->k) < d->cur_ts) {
                 /* Before the first frame nothing is shown; the first frame stands in. */
                 if (d->have_prev)
-                    st = deliver(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k), n++);
+                    st = emit(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k));
                 else
-                    st = deliver(d, d->cur, d->cur_serial, d->cur_ts, target_abs(d, d->k), n++);
+                    st = emit(d, d->cur, d->cur_serial, d->cur_ts, target_abs(d, d->k));
                 d->k++;
                 continue;
             }
@@ -979,7 +1080,7 @@ md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
         }
         if (d->decoder_done) {
             if (!all && d->have_prev && d->k < d->limit && target_abs(d, d->k) < prev_cover_end(d)) {
-                st = deliver(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k), n++);
+                st = emit(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k));
                 d->k++;
                 continue;
             }
@@ -987,24 +1088,138 @@ md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
         }
         st = pump(d);
     }
-    if (st != MD_OK) {
-        b->n = 0;
-        return st;
-    }
-    d->delivered += n;
-    b->n = n;
-    if (n == 0 && d->delivered == 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "no decodable frames (%lld packets read, %lld damaged packets skipped)",
+    return st;
+}
+
+static void *decode_main(void *arg)
+{
+    md_video_decoder *d = arg;
+    md_status st = run_sampler(d);
+    /* Let the decoder's frames go now rather than at close. */
+    av_frame_unref(d->prev);
+    av_frame_unref(d->cur);
+    d->have_prev = d->have_cur = 0;
+    pthread_mutex_lock(&d->mu);
+    d->shared = d->stats; /* final before anyone can see the end or this error */
+    if (st == MD_OK && d->emitted == 0 && d->failed == MD_OK) {
+        d->failed = MD_ERR_MEDIA;
+        snprintf(d->err, sizeof d->err, "no decodable frames (%lld packets read, %lld damaged packets skipped)",
                  d->stats.packets, d->stats.skipped_packets);
-        return fail(d, MD_ERR_MEDIA, msg);
+        atomic_store(&d->stop, 1);
     }
-    if (n == 0) {
-        /* Done: let the decoder's frames go now rather than at close. */
-        av_frame_unref(d->prev);
-        d->have_prev = 0;
+    d->decode_done = 1;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+/* Preprocessing thread: queued frames into batch buffers, each published when full or at the
+ * end. Holds mu except while converting. */
+static void *prep_main(void *arg)
+{
+    md_video_decoder *d = arg;
+    const size_t plane3 = 3 * (size_t)d->p.size * (size_t)d->p.size;
+    char msg[160];
+    pthread_mutex_lock(&d->mu);
+    for (;;) {
+        while (!atomic_load(&d->stop) && d->q_len == 0 && !d->decode_done)
+            pthread_cond_wait(&d->cv, &d->mu);
+        if (atomic_load(&d->stop))
+            break;
+        batch_buf *b = &d->bufs[d->b_fill]; /* free: waited for below */
+        if (d->q_len == 0) {                /* the decoding thread is done and all is converted */
+            if (b->n > 0) {
+                b->state = BUF_READY;
+                d->b_fill = (d->b_fill + 1) % N_BUFS;
+            }
+            d->prep_done = 1;
+            pthread_cond_broadcast(&d->cv);
+            break;
+        }
+        delivery dv = d->queue[d->q_head];
+        d->q_head = (d->q_head + 1) % QUEUE;
+        d->q_len--;
+        pthread_cond_broadcast(&d->cv);
+        pthread_mutex_unlock(&d->mu);
+        md_status st = convert(d, dv.frame, dv.serial, b->pixels + plane3 * (size_t)b->n, msg, sizeof msg);
+        av_frame_free(&dv.frame);
+        if (st != MD_OK) {
+            fail(d, st, msg);
+            return NULL;
+        }
+        pthread_mutex_lock(&d->mu);
+        b->frames[b->n++] = dv.meta;
+        if (b->n == d->p.batch) {
+            b->state = BUF_READY;
+            d->b_fill = (d->b_fill + 1) % N_BUFS;
+            pthread_cond_broadcast(&d->cv);
+            while (!atomic_load(&d->stop) && d->bufs[d->b_fill].state != BUF_FREE)
+                pthread_cond_wait(&d->cv, &d->mu);
+            d->bufs[d->b_fill].n = 0;
+        }
     }
-    return MD_OK;
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
+{
+    memset(b, 0, sizeof *b);
+    if (!d)
+        return MD_ERR_INVALID;
+    b->size = d->p.size;
+    pthread_mutex_lock(&d->mu);
+    if (!d->started && d->failed == MD_OK) {
+        /* Started by the first call, so opening alone (to read the info) costs no decoding. */
+        if (pthread_create(&d->decode_thread, NULL, decode_main, d) != 0) {
+            d->failed = MD_ERR_NOMEM;
+            av_strlcpy(d->err, "cannot start the decoding thread", sizeof d->err);
+        } else if (pthread_create(&d->prep_thread, NULL, prep_main, d) != 0) {
+            d->failed = MD_ERR_NOMEM;
+            av_strlcpy(d->err, "cannot start the preprocessing thread", sizeof d->err);
+            atomic_store(&d->stop, 1);
+            pthread_cond_broadcast(&d->cv);
+            pthread_mutex_unlock(&d->mu);
+            pthread_join(d->decode_thread, NULL);
+            return MD_ERR_NOMEM;
+        } else {
+            d->started = 1;
+        }
+    }
+    if (d->b_held >= 0) {
+        d->bufs[d->b_held].state = BUF_FREE;
+        d->b_held = -1;
+        pthread_cond_broadcast(&d->cv);
+    }
+    md_status st = MD_OK;
+    for (;;) {
+        if (d->failed != MD_OK) {
+            /* Wait for the decoding thread to settle, so the statistics are final. */
+            while (d->started && !d->decode_done)
+                pthread_cond_wait(&d->cv, &d->mu);
+            st = d->failed;
+            break;
+        }
+        batch_buf *t = &d->bufs[d->b_take];
+        if (t->state == BUF_READY) {
+            t->state = BUF_HELD;
+            d->b_held = d->b_take;
+            d->b_take = (d->b_take + 1) % N_BUFS;
+            b->n = t->n;
+            b->pixels = t->pixels;
+            b->frames = t->frames;
+            b->first_index = d->taken;
+            d->taken += t->n;
+            break;
+        }
+        if (d->prep_done) { /* done: n stays 0 */
+            b->first_index = d->taken;
+            break;
+        }
+        pthread_cond_wait(&d->cv, &d->mu);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return st;
 }
 
 /* ---- single pictures ----------------------------------------------------------------------- */

@@ -24,12 +24,16 @@
  *         encode(b.pixels, b.n);                           // b.n x 3 x 224 x 224 floats
  *     md_video_decoder_close(d);
  *
- * Memory is bounded by the batch size, the decoder's own frames (about one per decoding thread)
- * and one RGB picture, whatever the length of the video.
+ * A decoder works ahead of its caller on two threads of its own, started by the first
+ * md_video_decoder_next(): one demuxes, decodes (with FFmpeg's frame threads) and picks frames,
+ * the other converts picked frames to tensors; so decoding the next batch overlaps with whatever
+ * the caller does with this one (encoding it). Memory is bounded whatever the length of the video:
+ * two batches of tensors, four picked frames waiting for conversion, FFmpeg's frames in flight and
+ * one RGB picture.
  *
  * Thread-safety: probes, decoders and md_video_load_image() calls are independent and may run
- * concurrently on any threads; they share no state. One decoder is used by one thread at a time.
- * md_video_global_init() must run once before any of them starts.
+ * concurrently on any threads; they share no state. One decoder is used by one caller thread at a
+ * time. md_video_global_init() must run once before any of them starts.
  *
  * Nothing outside video/ should include FFmpeg headers; this header deliberately does not.
  */
@@ -114,8 +118,10 @@ typedef enum md_video_sampling {
     MD_VIDEO_SAMPLE_COUNT
 } md_video_sampling;
 
-/* Return non-zero to stop: md_video_decoder_next() then returns MD_ERR_CANCELLED. Called on the
- * decoding thread, between packets and while FFmpeg blocks on reading, every few milliseconds. */
+/* Return non-zero to stop: md_video_decoder_next() then returns MD_ERR_CANCELLED. Called every few
+ * milliseconds (between packets, and while FFmpeg blocks on reading) from the decoder's own
+ * decoding thread, and from the caller's thread inside md_video_decoder_open(): it must be
+ * thread-safe. */
 typedef int (*md_video_interrupt_fn)(void *ctx);
 
 typedef struct md_video_params {
@@ -201,19 +207,23 @@ long long md_video_decoder_expected(const md_video_decoder *d);
 /* 1 when keyframe-only decoding is in use (see md_video_params.keyframes_only). */
 int md_video_decoder_keyframe_mode(const md_video_decoder *d);
 
-/* Fills *BATCH with the next frames, up to params.batch of them; BATCH->n == 0 (and MD_OK) once
- * the video is done. Damaged data is skipped and counted (md_video_decoder_stats), never an error.
- * Errors: MD_ERR_CANCELLED (interrupted), MD_ERR_NOMEM, MD_ERR_IO (the file became unreadable),
- * MD_ERR_MEDIA when the whole video held no decodable frame; after an error BATCH->n is 0, the
- * message is in md_video_decoder_error() and further calls return the same error. */
+/* Fills *BATCH with the next frames, up to params.batch of them (fewer only in the last batch);
+ * BATCH->n == 0 (and MD_OK) once the video is done. Blocks until a batch is ready; the previous
+ * batch's memory goes back to the decoder. Damaged data is skipped and counted
+ * (md_video_decoder_stats), never an error. Errors: MD_ERR_CANCELLED (interrupted), MD_ERR_NOMEM,
+ * MD_ERR_UNSUPPORTED (a frame format libswscale cannot convert), MD_ERR_MEDIA "no decodable frames
+ * ..." when the whole video held none; after an error BATCH->n is 0, batches not yet taken are
+ * dropped, the message is in md_video_decoder_error() and further calls return the same error. */
 md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *batch);
 
+/* Counts so far; final once md_video_decoder_next() has returned the end or an error. */
 void md_video_decoder_stats(const md_video_decoder *d, md_video_decode_stats *stats);
 
 /* The last error message, "" when none. Borrowed until close. */
 const char *md_video_decoder_error(const md_video_decoder *d);
 
-/* Frees everything; NULL is a no-op. */
+/* Stops and joins the decoder's threads, frees everything; NULL is a no-op. Safe at any point,
+ * also mid-video. */
 void md_video_decoder_close(md_video_decoder *d);
 
 /* Decodes the first frame of any picture or video FFmpeg reads (PNG, JPEG, WebP, a video's first
