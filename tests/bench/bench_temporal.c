@@ -11,11 +11,15 @@
  *     (md_temporal_init_write: out_proj zero, skipped) and the token reduction, as % of CLIP;
  *  2. the selective scan alone: steps x channels x states per second, and tokens per second;
  *  3. with --video (needs --clip): end-to-end indexing of FILE at 1 frame/s on the CPU, the
- *     stages timed separately: decode + preprocess (video/), CLIP (image tower with tokens),
+ *     stages timed separately: decode + preprocess (video/; the time spent waiting for the decoder,
+ *     which decodes ahead on its own threads while the caller encodes), CLIP (image tower + tokens),
  *     temporal (stream, L = 2, random non-zero weights), storage (fp16 conversion + SQLite insert
  *     of each window's segments in one WAL transaction, as the daemon commits them); realtime
  *     factor = video duration / total time.
- * Every time is the best of R runs (default 3) after a warm-up. */
+ * Times are the best of R runs (default 3) after a warm-up. Section 1 runs in R rounds of CLIP then
+ * every encoder once each, and gives as "% of CLIP" the median over rounds of the ratio within a
+ * round, so that a shared machine's drifting load cancels out. --threads sets OpenBLAS's threads,
+ * which the encoder's own parallel steps follow. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdint.h>
@@ -355,7 +359,9 @@ static int run_video(const char *path, md_clip *clip, int reps)
            "runs (probe at upload, not counted: %.2f s):\n\n",
            path, pinfo.width, pinfo.height, pinfo.codec, dur_ms / 1000.0, nframes, nseg, reps, t_probe);
     printf("| stage | seconds | share |\n| --- | ---: | ---: |\n");
-    static const char *const names[] = {"decode + preprocess", "CLIP image tower (+ tokens)",
+    static const char *const names[] = {"decode + preprocess (time waiting for the decoder, which works ahead on its "
+                                         "own threads)",
+                                         "CLIP image tower (+ tokens)",
                                          "temporal encoder (L = 2) + reduction", "storage (fp16, SQLite, checkpoint)"};
     for (int i = 0; i < 4; i++)
         printf("| %s | %.3f | %.1f%% |\n", names[i], best[i], 100 * best[i] / best[4]);
