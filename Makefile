@@ -38,8 +38,10 @@ ifneq ($(NVCC),)
   CUDA_SRC   := $(wildcard cuda/*.cu)
   CUDA_OBJ   := $(CUDA_SRC:%.cu=$(BUILD)/%.o)
   CFLAGS     += -DMD_HAVE_CUDA
+  # Machine code for sm_80 (A100; runs on sm_86/89 too) and sm_90 (H100/H200), PTX for newer GPUs.
   NVCCFLAGS  ?= -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-                -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
+                -gencode arch=compute_90,code=compute_90 -lineinfo \
+                -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings -DMD_CUDA_HOME='"$(CUDA_HOME)"'
   # Static cudart: the binary runs (and falls back to the CPU) where no CUDA runtime is installed.
   LDLIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
   BUILD_KIND := CPU + CUDA ($(NVCC))
@@ -67,7 +69,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu engine/backend.h engine/status.h
+$(BUILD)/%.o: %.cu engine/backend.h engine/status.h $(wildcard cuda/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
