@@ -38,8 +38,10 @@
  *   md_mamba_free(m);
  *
  * Ownership: an md_mamba owns its weights (one allocation). Thread-safety: after md_mamba_prepare
- * a model is read-only; md_mamba_forward may run on any number of threads at once on different x
- * and state. The matrix products go through OpenBLAS (cblas_sgemm), which uses its own threads.
+ * a model is read-only; md_mamba_forward may run on any number of threads at once on different x,
+ * state and workspace. The matrix products go through OpenBLAS (cblas_sgemm), which uses its own
+ * threads; the scan and the element-wise steps split their work over as many threads of their own
+ * (md_backend_cpu_set_threads), started and joined within each call.
  */
 #ifndef MD_MAMBA_H
 #define MD_MAMBA_H
