@@ -2,16 +2,24 @@
  * with libavformat/libavcodec, pick frames by presentation time, convert them to RGB with
  * libswscale and preprocess them (preprocess.c) into batches of CLIP-ready tensors.
  *
- * Pipeline, all on the caller's thread (FFmpeg's decoding threads work ahead meanwhile):
+ * Pipeline, on two threads of the decoder's own (plus FFmpeg's frame threads), started by the
+ * first md_video_decoder_next():
  *
- *   av_read_frame -> [keyframe mode: keep only the keyframes some target needs] -> send_packet
- *   receive_frame -> time t (best-effort pts, made monotonic) -> sampler -> RGB -> tensor slot
+ *   decoding thread: av_read_frame -> [keyframe mode: keep only the keyframes some target needs;
+ *       exact mode: let the decoder drop non-reference frames no target can pick] -> send_packet,
+ *       receive_frame -> time t (best-effort pts, made monotonic) -> sampler -> queue (4 frames)
+ *   preprocessing thread: queue -> RGB (libswscale) -> tensor (preprocess.c) -> batch buffer
+ *   caller: md_video_decoder_next() takes a full batch buffer; there are two, so the threads
+ *       decode the next batch while the caller encodes this one
+ *
+ * One mutex and condition variable guard the queue, the buffers and the first error; each thread
+ * otherwise touches only its own state. close() sets `stop`, which every wait and FFmpeg's
+ * interrupt callback check, and joins both threads.
  *
  * The sampler holds two frames: PREV, the frame shown now, and CUR, the one just decoded. Every
  * target before CUR's time gets PREV (the last frame at or before it); then CUR becomes PREV. At
  * the end PREV covers the targets up to its own end (time + duration). Frames are references into
- * the decoder's pool, so holding them copies nothing, and memory stays at a few frames plus one
- * batch of tensors whatever the video's length.
+ * the decoder's pool, so holding and queueing them copies nothing.
  *
  * Targets are computed in the stream's time base with exact rationals, rounded down, so "pts <=
  * target" is decided on integers the way ffprobe's pts values would decide it.
