@@ -196,6 +196,9 @@ static int make_fixtures(void)
     const char *ts[] = {"-f", "lavfi", "-i", SRC, "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p", fx("h264.ts"),
                         NULL};
     /* FFmpeg 5.1 has no -display_rotation; the rotate tag still sets the display matrix. */
+    /* A cut by stream copy: its edit list starts 0.55 s into the stream, after the keyframe, so the
+     * frames before it are decoded but not shown. */
+    const char *edit[] = {"-ss", "0.55", "-i", fx("h264.mp4"), "-c", "copy", fx("edit.mp4"), NULL};
     const char *rot[] = {"-i", fx("h264.mp4"), "-c", "copy", "-metadata:s:v:0", "rotate=90", fx("rot90.mp4"), NULL};
     /* Odd sizes need 4:4:4 in H.264. */
     const char *odd[] = {"-f", "lavfi", "-i", "testsrc2=size=334x188:rate=10", "-t", "1", "-vf", "format=yuv444p,crop=333:187:0:0",
@@ -212,8 +215,8 @@ static int make_fixtures(void)
     const char *g5mkv[] = {"-i", fx("g5.mp4"), "-c", "copy", fx("g5.mkv"), NULL};
     const char *aud[] = {"-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", fx("audio.m4a"), NULL};
     const char *png[] = {"-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", fx("still.png"), NULL};
-    const char *const *all[] = {h264, fast, g5,  hevc, vp9, mpeg4, mjpeg, msmpeg4, vfr,
-                                ts,   rot,  odd, tiny, lng, raw, g5mkv, aud,   png};
+    const char *const *all[] = {h264, fast, g5,  hevc, vp9, mpeg4, mjpeg, msmpeg4, vfr,   ts,
+                                edit, rot,  odd, tiny, lng, raw,   g5mkv, aud,   png};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (run_ffmpeg(all[i]) != 0) {
             const char *out = "?";
@@ -665,6 +668,11 @@ static void check_fps1(const char *name, int want_frames_min)
 static void test_h264_mp4(void)
 {
     check_fps1("h264.mp4", 3);
+}
+
+static void test_edit_list(void)
+{
+    check_fps1("edit.mp4", 2);
 }
 
 static void test_hevc_mkv(void)
@@ -1215,6 +1223,7 @@ int main(void)
         md_t_failed++;
     } else {
         RUN(test_h264_mp4);
+        RUN(test_edit_list);
         RUN(test_hevc_mkv);
         RUN(test_vp9_webm);
         RUN(test_mpeg4_avi);
