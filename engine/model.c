@@ -194,6 +194,9 @@ static md_status open_temporal(md_library *lib, md_error *e)
             if (stat(lib->temporal_path, &sb) != 0) {
                 md_mamba_config c;
                 md_mamba_config_default(&c, md_clip_dim(lib->clip));
+                /* One bidirectional layer: 3.3% of the CLIP tower's time per window when it runs
+                 * (BENCHMARKS.md, goal <= 5%); two layers cost 6.3%. */
+                c.n_layers = 1;
                 if ((s = md_temporal_init_write(lib->temporal_path, &c, 1, err, sizeof err)) != MD_OK)
                     return md_fail(e, s, "cannot write a fresh temporal encoder: %s", err);
                 md_info("model: wrote a fresh (untrained, identity) temporal encoder to %s", lib->temporal_path);
@@ -207,11 +210,11 @@ static md_status open_temporal(md_library *lib, md_error *e)
         return md_fail(e, MD_ERR_INVALID, "temporal encoder %s: d_model %d does not match the CLIP embedding width %d",
                        lib->temporal_path, ti->cfg.d_model, md_clip_dim(lib->clip));
     if (ti->trained)
-        snprintf(lib->temporal_label, sizeof lib->temporal_label, "trained %.16s (%d layers)", ti->sha256,
-                 ti->cfg.n_layers);
+        snprintf(lib->temporal_label, sizeof lib->temporal_label, "trained %.16s (%d layer%s)", ti->sha256,
+                 ti->cfg.n_layers, ti->cfg.n_layers == 1 ? "" : "s");
     else
-        snprintf(lib->temporal_label, sizeof lib->temporal_label, "untrained%s (%d layers)",
-                 ti->identity ? ", identity: CLIP mean pooling" : "", ti->cfg.n_layers);
+        snprintf(lib->temporal_label, sizeof lib->temporal_label, "untrained%s (%d layer%s)",
+                 ti->identity ? ", identity: CLIP mean pooling" : "", ti->cfg.n_layers, ti->cfg.n_layers == 1 ? "" : "s");
     md_info("model: temporal encoder %s: %s", lib->temporal_path, lib->temporal_label);
     return MD_OK;
 }

@@ -21,7 +21,7 @@ int md_cli_init_temporal(int argc, char **argv);
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: momentd init-temporal [--d-model N (512)] [--layers N (2)] [--d-state N (16)] "
+    fprintf(stderr, "usage: momentd init-temporal [--d-model N (512)] [--layers N (1)] [--d-state N (16)] "
                     "[--seed N (1)] [--force] FILE\n");
     return 2;
 }
@@ -38,7 +38,7 @@ static int int_arg(const char *v, int *out)
 
 int md_cli_init_temporal(int argc, char **argv)
 {
-    int d_model = 512, layers = 2, d_state = 16, seed = 1, force = 0;
+    int d_model = 512, layers = 1, d_state = 16, seed = 1, force = 0;
     const char *path = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
