@@ -531,6 +531,7 @@ static md_status index_frames(md_library *lib, md_store *db, job_ctx *c, long lo
     md_pipeline *pl = NULL;
     md_video_params vp = md_video_default_params();
     vp.fps = lib->p.sample_fps;
+    vp.keyframes_only = lib->p.keyframes_only;
     vp.size = md_clip_image_size(lib->clip);
     for (int i = 0; i < 3; i++) {
         vp.mean[i] = lib->p.mean[i];

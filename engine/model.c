@@ -27,9 +27,11 @@
  * the version when the pipeline's meaning changes. */
 static void preprocess_signature(const md_library *lib, char *out, size_t len)
 {
-    snprintf(out, len, "v2;size=%d;fps=%g;mean=%.8f,%.8f,%.8f;std=%.8f,%.8f,%.8f;k=%d;T=%d;s=1;overlap=0;patch_w=0",
+    snprintf(out, len,
+             "v2;size=%d;fps=%g;mean=%.8f,%.8f,%.8f;std=%.8f,%.8f,%.8f;k=%d;T=%d;s=1;overlap=0;patch_w=0%s",
              md_clip_image_size(lib->clip), lib->p.sample_fps, lib->p.mean[0], lib->p.mean[1], lib->p.mean[2],
-             lib->p.std[0], lib->p.std[1], lib->p.std[2], lib->p.segment_frames, lib->p.window_frames);
+             lib->p.std[0], lib->p.std[1], lib->p.std[2], lib->p.segment_frames, lib->p.window_frames,
+             lib->p.keyframes_only ? ";keyframes" : "");
 }
 
 /* Reads image_mean / image_std from preprocessor_config.json when the checkpoint has one. */

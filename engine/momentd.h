@@ -54,6 +54,7 @@ typedef struct md_library_params {
     const char *model_dir;            /* Hugging Face CLIP checkpoint; NULL or "": the demo model */
     const struct md_backend_i *backend; /* NULL: the CPU */
     double sample_fps;                /* frames sampled per second of video: 1.0 */
+    int keyframes_only;               /* decode only keyframes when they are dense enough (video.h) */
     float mean[3], std[3];            /* CLIP's normalisation (a checkpoint's preprocessor_config.json wins) */
     int segment_frames;               /* frames per stored segment (k): 4 */
     int window_frames;                /* frames per temporal window (T): 32, a multiple of k */

@@ -54,6 +54,9 @@ static const setting SETTINGS[] = {
     {"temporal", T_STR, "", 0, 0, NULL, F(temporal), 0,
      "temporal.safetensors to use (empty: MODEL_DIR/temporal.safetensors if present, else a fresh untrained "
      "encoder kept in DATA_DIR/temporal/)"},
+    {"keyframes_only", T_INT, "0", 0, 1, NULL, F(keyframes_only), 0,
+     "1: archive mode, decode only keyframes when they are at least as frequent as samples (faster; a sample "
+     "may be up to one keyframe interval early)"},
     {"threads", T_INT, "0", 0, 256, NULL, F(threads), 0,
      "math threads per worker (OpenBLAS); 0: cores / workers, at least 1"},
     {"job_retries", T_INT, "3", 0, 100, NULL, F(job_retries), 0,

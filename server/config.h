@@ -35,6 +35,7 @@ typedef struct md_config {
     char *device;
     long long job_retries;
     long long threads;
+    long long keyframes_only;
     char *sample_fps;      /* frames per second of video; parsed as a number at validation */
     double sample_fps_v;
     long long segment_frames;
