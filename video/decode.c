@@ -176,17 +176,17 @@ static md_status open_error(int ret, int cancelled, char *err, size_t errlen)
 {
     char reason[AV_ERROR_MAX_STRING_SIZE];
     if (cancelled)
-        return md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+        return md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
     av_strerror(ret, reason, sizeof reason);
     if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
-        return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+        return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
     if (ret == AVERROR(EACCES) || ret == AVERROR(EPERM))
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
     if (ret == AVERROR(EIO))
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
     if (ret == AVERROR(ENOMEM))
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
-    return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
+    return md_errf(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
 }
 
 /* Opens PATH as md_video_probe does (stat first, the "file" protocol only), polling OPAQUE's
@@ -202,19 +202,19 @@ static md_status open_input(const char *path, md_video_decoder *d, AVFormatConte
     if (stat(path, &sb) != 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
-            return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+            return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
         av_strerror(AVERROR(e), reason, sizeof reason);
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
     }
     if (!S_ISREG(sb.st_mode))
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a regular file");
+        return md_errf(err, errlen, MD_ERR_MEDIA, "not a regular file");
     if (sb.st_size == 0)
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "empty file");
+        return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
     url = av_asprintf("file:%s", path);
     AVFormatContext *f = avformat_alloc_context();
     if (!url || !f || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
         avformat_free_context(f);
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     if (d) {
@@ -261,12 +261,12 @@ static int pick_stream(AVFormatContext *fmt, int allow_cover, md_status *st, cha
     for (unsigned i = 0; i < fmt->nb_streams; i++)
         n_audio += fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_AUDIO;
     if (fmt->nb_streams == 0)
-        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
+        *st = md_errf(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
     else if (n_audio > 0)
-        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (audio only: %d audio stream%s)", n_audio,
+        *st = md_errf(err, errlen, MD_ERR_MEDIA, "no video stream (audio only: %d audio stream%s)", n_audio,
                                n_audio == 1 ? "" : "s");
     else
-        *st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (%u streams, none of them video)",
+        *st = md_errf(err, errlen, MD_ERR_MEDIA, "no video stream (%u streams, none of them video)",
                                fmt->nb_streams);
     return -1;
 }
@@ -280,23 +280,23 @@ static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels,
     char reason[AV_ERROR_MAX_STRING_SIZE];
     *dec = NULL;
     if (par->width <= 0 || par->height <= 0 || av_image_check_size((unsigned)par->width, (unsigned)par->height, 0, NULL) < 0)
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
+        return md_errf(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
                                 par->height);
     if ((long long)par->width * par->height > max_pixels)
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %lld pixels",
+        return md_errf(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %lld pixels",
                                 par->width, par->height, max_pixels);
     const AVCodec *codec = avcodec_find_decoder(par->codec_id);
     if (!codec && par->codec_id == AV_CODEC_ID_NONE) {
         char tag[AV_FOURCC_MAX_STRING_SIZE];
-        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
+        return md_errf(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
                                 av_fourcc_make_string(tag, par->codec_tag));
     }
     if (!codec)
-        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
+        return md_errf(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
                                 avcodec_get_name(par->codec_id));
     AVCodecContext *c = avcodec_alloc_context3(codec);
     if (!c)
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     int ret = avcodec_parameters_to_context(c, par);
     if (ret >= 0) {
         c->pkt_timebase = vs->time_base;
@@ -307,9 +307,9 @@ static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels,
     if (ret < 0) {
         avcodec_free_context(&c);
         if (ret == AVERROR(ENOMEM))
-            return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+            return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         av_strerror(ret, reason, sizeof reason);
-        return md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "cannot open the %s decoder: %s", codec->name, reason);
+        return md_errf(err, errlen, MD_ERR_UNSUPPORTED, "cannot open the %s decoder: %s", codec->name, reason);
     }
     *dec = c;
     return MD_OK;
@@ -319,23 +319,23 @@ static md_status check_params(const md_video_params *p, char *err, size_t errlen
 {
     if (p->sampling != MD_VIDEO_SAMPLE_FPS && p->sampling != MD_VIDEO_SAMPLE_ALL &&
         p->sampling != MD_VIDEO_SAMPLE_COUNT)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "unknown sampling mode %d", (int)p->sampling);
+        return md_errf(err, errlen, MD_ERR_INVALID, "unknown sampling mode %d", (int)p->sampling);
     if (p->sampling == MD_VIDEO_SAMPLE_FPS && !(p->fps > 0 && p->fps <= 1000))
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "fps must be in (0, 1000], not %g", p->fps);
+        return md_errf(err, errlen, MD_ERR_INVALID, "fps must be in (0, 1000], not %g", p->fps);
     if (p->sampling == MD_VIDEO_SAMPLE_COUNT && (p->count < 1 || p->count > 1000000))
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "count must be in [1, 1000000], not %d", p->count);
+        return md_errf(err, errlen, MD_ERR_INVALID, "count must be in [1, 1000000], not %d", p->count);
     if (p->size < 1 || p->size > MD_VIDEO_MAX_SIZE)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
+        return md_errf(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
                                 p->size);
     if (p->threads < 0 || p->threads > 64)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "threads must be in [0, 64], not %d", p->threads);
+        return md_errf(err, errlen, MD_ERR_INVALID, "threads must be in [0, 64], not %d", p->threads);
     if (p->batch < 1 || p->batch > 1024)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "batch must be in [1, 1024], not %d", p->batch);
+        return md_errf(err, errlen, MD_ERR_INVALID, "batch must be in [1, 1024], not %d", p->batch);
     if (p->max_pixels < 1)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "max_pixels must be positive");
+        return md_errf(err, errlen, MD_ERR_INVALID, "max_pixels must be positive");
     for (int c = 0; c < 3; c++)
         if (!(p->std[c] > 0) || p->mean[c] != p->mean[c])
-            return md_video_set_err(err, errlen, MD_ERR_INVALID, "std must be > 0 and mean a number");
+            return md_errf(err, errlen, MD_ERR_INVALID, "std must be > 0 and mean a number");
     return MD_OK;
 }
 
@@ -514,25 +514,25 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     if (out)
         *out = NULL;
     if (!path || !out)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and out are required", __func__);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and out are required", __func__);
     md_video_params p = params ? *params : md_video_default_params();
     if ((st = check_params(&p, err, errlen)) != MD_OK)
         return st;
     d = calloc(1, sizeof *d);
     if (!d)
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     d->p = p;
     d->stream = -1;
     d->b_held = -1;
     atomic_init(&d->stop, 0);
     if (pthread_mutex_init(&d->mu, NULL) != 0) {
         free(d);
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     }
     if (pthread_cond_init(&d->cv, NULL) != 0) {
         pthread_mutex_destroy(&d->mu);
         free(d);
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     }
     d->sync_ready = 1;
     if ((st = open_input(path, d, &d->fmt, err, errlen)) != MD_OK)
@@ -542,11 +542,11 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     const AVStream *vs = d->fmt->streams[d->stream];
     d->tb = vs->time_base;
     if (d->tb.num <= 0 || d->tb.den <= 0) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video stream has an invalid time base");
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "video stream has an invalid time base");
         goto out;
     }
     if (is_still_image(d->fmt)) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video",
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video",
                               avcodec_get_name(vs->codecpar->codec_id));
         goto out;
     }
@@ -579,12 +579,12 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     AVRational fq = av_d2q(p.fps, 1000000);
     d->interval = (AVRational){fq.den, fq.num};
     if (p.sampling == MD_VIDEO_SAMPLE_FPS && (fq.num <= 0 || fq.den <= 0)) {
-        st = md_video_set_err(err, errlen, MD_ERR_INVALID, "fps %g cannot be used", p.fps);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "fps %g cannot be used", p.fps);
         goto out;
     }
     d->duration = video_duration(d);
     if (p.sampling == MD_VIDEO_SAMPLE_COUNT && d->duration <= 0) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "duration unknown: cannot spread %d frames over the video",
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "duration unknown: cannot spread %d frames over the video",
                               p.count);
         goto out;
     }
@@ -607,7 +607,7 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
         bufs_ok &= d->bufs[i].pixels && d->bufs[i].frames;
     }
     if (!d->pkt || !d->held || !d->cur || !d->prev || !d->prep || !d->cache || !bufs_ok) {
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     d->cache_serial = -1;
@@ -1247,13 +1247,13 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
     if (err && errlen)
         err[0] = '\0';
     if (!path || !out_chw)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and out_chw are required", __func__);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and out_chw are required", __func__);
     if (size < 1 || size > MD_VIDEO_MAX_SIZE)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
+        return md_errf(err, errlen, MD_ERR_INVALID, "size must be in [1, %d], not %d", MD_VIDEO_MAX_SIZE,
                                 size);
     for (int c = 0; std && c < 3; c++)
         if (!(std[c] > 0))
-            return md_video_set_err(err, errlen, MD_ERR_INVALID, "std must be > 0");
+            return md_errf(err, errlen, MD_ERR_INVALID, "std must be > 0");
     if ((st = open_input(path, NULL, &fmt, err, errlen)) != MD_OK)
         goto out;
     int idx = pick_stream(fmt, 1, &st, err, errlen);
@@ -1265,7 +1265,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
     frame = av_frame_alloc();
     prep = md_video_prep_new(size, mean, std);
     if (!pkt || !frame || !prep) {
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     int got = 0, flushed = 0, errors = 0;
@@ -1284,7 +1284,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         for (;;) {
             ret = av_read_frame(fmt, pkt);
             if (ret == AVERROR(ENOMEM)) {
-                st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+                st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
                 goto out;
             }
             if (ret < 0 && ret != AVERROR_EOF && ++errors <= MAX_CONSECUTIVE_ERRORS)
@@ -1304,11 +1304,11 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         }
     }
     if (!got) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no decodable frame");
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "no decodable frame");
         goto out;
     }
     if ((long long)frame->width * frame->height > md_video_default_params().max_pixels) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "picture dimensions %dx%d are too large", frame->width,
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "picture dimensions %dx%d are too large", frame->width,
                               frame->height);
         goto out;
     }
@@ -1319,7 +1319,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         st = md_video_prep_run(prep, rgb, frame->width, frame->height, stride,
                                md_video_stream_rotation(fmt->streams[idx]), out_chw);
     if (st != MD_OK)
-        md_video_set_err(err, errlen, st, "cannot convert a %dx%d %s picture", frame->width, frame->height,
+        md_errf(err, errlen, st, "cannot convert a %dx%d %s picture", frame->width, frame->height,
                          av_get_pix_fmt_name((enum AVPixelFormat)frame->format) ? av_get_pix_fmt_name(frame->format)
                                                                                  : "?");
 out:
@@ -1331,6 +1331,6 @@ out:
     avcodec_free_context(&dec);
     avformat_close_input(&fmt);
     if (st != MD_OK && err && errlen && !err[0])
-        md_video_set_err(err, errlen, st, "%s", md_status_str(st));
+        md_errf(err, errlen, st, "%s", md_status_str(st));
     return st;
 }

@@ -46,8 +46,5 @@ md_status md_video_prep_flatten(md_video_prep *p, const uint8_t *rgba, int width
 /* Clockwise quarter turns (0/90/180/270) from a stream's display matrix; 0 without one. */
 int md_video_stream_rotation(const struct AVStream *st);
 
-/* snprintf into ERR (when ERRLEN > 0) and return ST. */
-md_status md_video_set_err(char *err, size_t errlen, md_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 #endif

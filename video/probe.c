@@ -41,17 +41,6 @@ typedef struct probe_state {
     int cancelled;
 } probe_state;
 
-md_status md_video_set_err(char *err, size_t errlen, md_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 /* Calls the progress function when FORCE is set or ~50 ms have passed since the last call.
  * Returns 1 once the caller has asked to cancel. */
 static int report(probe_state *ps, long long pos, int force)
@@ -86,17 +75,17 @@ static md_status open_error(const probe_state *ps, int ret, char *err, size_t er
 {
     char reason[AV_ERROR_MAX_STRING_SIZE];
     if (ps->cancelled)
-        return md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+        return md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
     av_strerror(ret, reason, sizeof reason);
     if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
-        return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+        return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
     if (ret == AVERROR(EACCES) || ret == AVERROR(EPERM))
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
     if (ret == AVERROR(EIO))
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
     if (ret == AVERROR(ENOMEM))
-        return md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
-    return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
+    return md_errf(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
 }
 
 /* Display matrix -> clockwise quarter turns in degrees. av_display_rotation_get() answers in
@@ -151,33 +140,33 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         info->duration_ms = -1;
     }
     if (!path || !info)
-        return md_video_set_err(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
 
     /* stat first: it tells a missing file and an empty one apart more clearly than FFmpeg. */
     struct stat sb;
     if (stat(path, &sb) != 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
-            return md_video_set_err(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+            return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
         av_strerror(AVERROR(e), reason, sizeof reason);
-        return md_video_set_err(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
     }
     if (!S_ISREG(sb.st_mode))
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "not a regular file");
+        return md_errf(err, errlen, MD_ERR_MEDIA, "not a regular file");
     if (sb.st_size == 0)
-        return md_video_set_err(err, errlen, MD_ERR_MEDIA, "empty file");
+        return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
     ps.total = (long long)sb.st_size;
 
     /* "file:" keeps a name such as "http:x" or "pipe:1" a local path; the whitelist stops a
      * playlist or concat file inside the file from reaching other protocols. */
     url = av_asprintf("file:%s", path);
     if (!url || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     ps.fmt = avformat_alloc_context();
     if (!ps.fmt) {
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     ps.fmt->interrupt_callback.callback = interrupt_cb;
@@ -228,14 +217,14 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     if (idx < 0) {
         int other = info->n_streams - info->n_audio_streams - n_cover;
         if (info->n_streams == 0)
-            st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
+            st = md_errf(err, errlen, MD_ERR_MEDIA, "no video stream (no streams at all)");
         else if (other == 0 && info->n_audio_streams > 0)
-            st = md_video_set_err(err, errlen, MD_ERR_MEDIA,
+            st = md_errf(err, errlen, MD_ERR_MEDIA,
                          "no video stream (audio only: %d audio stream%s%s)",
                          info->n_audio_streams, info->n_audio_streams == 1 ? "" : "s",
                          n_cover ? ", cover art" : "");
         else
-            st = md_video_set_err(err, errlen, MD_ERR_MEDIA,
+            st = md_errf(err, errlen, MD_ERR_MEDIA,
                          "no video stream (%d stream%s: %d audio, %d other)", info->n_streams,
                          info->n_streams == 1 ? "" : "s", info->n_audio_streams, other);
         goto out;
@@ -249,7 +238,7 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     /* av_image_check_size also rejects sizes whose frame buffers would overflow an int. */
     if (par->width <= 0 || par->height <= 0 ||
         av_image_check_size((unsigned)par->width, (unsigned)par->height, 0, NULL) < 0) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
                      par->height);
         goto out;
     }
@@ -261,19 +250,19 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     /* A probe that succeeds promises the indexer can decode the frames. */
     if (par->codec_id == AV_CODEC_ID_NONE) {
         char tag[AV_FOURCC_MAX_STRING_SIZE];
-        st = md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
+        st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "unknown video codec (tag %s)",
                               av_fourcc_make_string(tag, par->codec_tag));
         goto out;
     }
     if (!avcodec_find_decoder(par->codec_id)) {
-        st = md_video_set_err(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
+        st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "no decoder for video codec '%s' in this FFmpeg build",
                      info->codec);
         goto out;
     }
     /* Still images open through the image demuxers; they are not videos to search in. */
     size_t fl = strlen(info->format);
     if (strcmp(info->format, "image2") == 0 || (fl > 5 && strcmp(info->format + fl - 5, "_pipe") == 0)) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video", info->codec);
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "a still image (%s), not a video", info->codec);
         goto out;
     }
     if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
@@ -283,7 +272,7 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
 
     pkt = av_packet_alloc();
     if (!pkt) {
-        st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     /* The video stream's own timestamps, used when the headers gave no duration. */
@@ -298,7 +287,7 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
         if (ret == AVERROR_EOF)
             break;
         if (ret == AVERROR(ENOMEM)) {
-            st = md_video_set_err(err, errlen, MD_ERR_NOMEM, "out of memory");
+            st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
             goto out;
         }
         if (ret < 0) {
@@ -364,11 +353,11 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
             info->truncated = 1;
     }
     if (ps.cancelled || report(&ps, ps.total, 1)) {
-        st = md_video_set_err(err, errlen, MD_ERR_CANCELLED, "cancelled");
+        st = md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
         goto out;
     }
     if (info->n_video_packets == 0) {
-        st = md_video_set_err(err, errlen, MD_ERR_MEDIA, "video stream has no readable packets%s",
+        st = md_errf(err, errlen, MD_ERR_MEDIA, "video stream has no readable packets%s",
                      info->n_corrupt_packets ? " (file truncated or corrupt)" : "");
         goto out;
     }
@@ -389,7 +378,7 @@ out:
         memset(info, 0, sizeof *info);
         info->duration_ms = -1;
         if (err && errlen && !err[0])
-            md_video_set_err(err, errlen, st, "%s", md_status_str(st));
+            md_errf(err, errlen, st, "%s", md_status_str(st));
     }
     return st;
 }
