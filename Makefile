@@ -53,7 +53,7 @@ OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 
-UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba
+UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba test_backend_ops
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all test unit e2e e2e-asan asan clean build-info

@@ -272,8 +272,8 @@ static md_status cpu_alloc(size_t bytes, void **out)
         return MD_OK;
     size_t budget = atomic_load(&cpu_budget), used = atomic_load(&cpu_used);
     if (budget && (bytes > budget || used > budget - bytes)) {
-        snprintf(cpu_err, sizeof cpu_err, "cpu: %zu MiB requested, %zu of the %zu MiB budget in use", bytes >> 20,
-                 used >> 20, budget >> 20);
+        snprintf(cpu_err, sizeof cpu_err, "cpu: %.2f MiB requested, %.2f of the %.2f MiB budget in use",
+                 bytes / 1048576.0, used / 1048576.0, budget / 1048576.0);
         return MD_ERR_NOMEM;
     }
     size_t total = (bytes + HDR + 63) / 64 * 64;

@@ -8,11 +8,29 @@
  *   encoder layer: x += out_proj(attn(layer_norm1(x))); x += fc2(act(fc1(layer_norm2(x))))
  *
  * The weights live in one F32 block (llm.c style) laid out per tower; q, k and v of a layer are
- * stored next to each other so that one matrix product computes all three. */
+ * stored next to each other so that one matrix product computes all three.
+ *
+ * Two ways to run the towers. The host path (the CPU, and any backend whose buffers are host
+ * memory) is the reference and computes in F32 with the F32 ops of backend.h. The device path
+ * (a backend with its own memory: CUDA) keeps a second copy of the weights in the backend's
+ * memory, the matrices in the precision of its matrix products (F16 by default: tensor cores with
+ * F32 accumulation; MD_CUDA_PRECISION=f32|tf32|f16|bf16) and the vectors in F32, and runs the
+ * towers there with the typed ops: the residual stream stays F32, the inputs of every matrix
+ * product are written in the product's input type by the op before it (layernorm, activation,
+ * attention), and each residual add is fused with the layernorm that follows it:
+ *
+ *   h = LN1(x + pending)  ->  qkv = h Wqkv + b  ->  a = attention(qkv)  ->  t = a Wo
+ *   h = LN2(x += t + bo)  ->  m = act(h W1 + b1) ->  t = m W2  ->  pending = t + b2
+ *
+ * Its scratch memory is sized from the backend's memory left under the budget (gpu_mem), and
+ * kept between calls (one buffer per model, taken by one call at a time). MD_CLIP_DEVICE_PATH=1
+ * at load runs the device path on the CPU backend too (in F32), which is how the tests check it
+ * without a GPU. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,8 +75,28 @@ typedef struct tower {
     float *proj;             /* [projection_dim, hidden] */
 } tower;
 
+/* The device copy of a tower's weights: matrices in the precision's input type, vectors F32. */
+typedef struct dev_layer {
+    void *qkv_w, *o_w, *fc1_w, *fc2_w;
+    float *ln1_g, *ln1_b, *qkv_b, *o_b, *ln2_g, *ln2_b, *fc1_b, *fc2_b;
+} dev_layer;
+
+typedef struct dev_tower {
+    dev_layer *l;
+    void *patch_w, *proj;
+    float *cls, *pos, *pre_g, *pre_b, *fin_g, *fin_b;
+} dev_tower;
+
 struct md_clip {
     const md_backend_i *be;
+    int dev;            /* 1: the device path (see the top of this file) */
+    md_prec prec;       /* its matrix products */
+    void *dblock;       /* every device weight, one allocation */
+    dev_tower dv, dt;
+    pthread_mutex_t smu; /* guards the kept scratch buffer */
+    int smu_init;
+    void *scratch;
+    size_t scratch_bytes;
     tower v, t;
     int dim;         /* projection_dim */
     int grid;        /* patches per side */
@@ -427,6 +465,128 @@ static md_status bind_all(loader *L, md_clip *m)
     return MD_OK;
 }
 
+/* ---------------------------------------------------------------- the device path: weights */
+
+static int getenv_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, "1") == 0;
+}
+
+static const md_op DEV_OPS[] = {MD_OP_MEMORY,       MD_OP_CONVERT,      MD_OP_BIAS_ACT,    MD_OP_ADD_LAYERNORM,
+                                MD_OP_ATTENTION_EX, MD_OP_PATCH_EMBED,  MD_OP_EMBED_TOKENS, MD_OP_L2NORM};
+
+/* Lays out the device weights: a sizing pass (HOST NULL) gives the bytes; the second converts
+ * each tensor into HOST at its offset and points the dev_tower fields at BASE + offset. */
+typedef struct dlayout {
+    char *host;
+    char *base;
+    size_t off;
+    md_bt wt;
+} dlayout;
+
+static void *dl_put(dlayout *d, const float *src, size_t n, md_bt t)
+{
+    size_t o = d->off;
+    d->off += (n * md_bt_size(t) + 255) / 256 * 256;
+    if (!d->host)
+        return NULL;
+    md_backend_cpu()->convert(src, MD_BT_F32, d->host + o, t, n);
+    return d->base + o;
+}
+
+static void dl_tower(dlayout *d, const tower *tw, dev_tower *dt, int vision, int dim)
+{
+    const int D = tw->c.hidden, I = tw->c.inter;
+    for (int i = 0; i < tw->c.layers; i++) {
+        const layer_w *l = &tw->l[i];
+        dev_layer *o = &dt->l[i];
+        o->qkv_w = dl_put(d, l->qkv_w, (size_t)3 * D * D, d->wt);
+        o->o_w = dl_put(d, l->o_w, (size_t)D * D, d->wt);
+        o->fc1_w = dl_put(d, l->fc1_w, (size_t)I * D, d->wt);
+        o->fc2_w = dl_put(d, l->fc2_w, (size_t)D * I, d->wt);
+        o->ln1_g = dl_put(d, l->ln1_g, D, MD_BT_F32);
+        o->ln1_b = dl_put(d, l->ln1_b, D, MD_BT_F32);
+        o->qkv_b = dl_put(d, l->qkv_b, (size_t)3 * D, MD_BT_F32);
+        o->o_b = dl_put(d, l->o_b, D, MD_BT_F32);
+        o->ln2_g = dl_put(d, l->ln2_g, D, MD_BT_F32);
+        o->ln2_b = dl_put(d, l->ln2_b, D, MD_BT_F32);
+        o->fc1_b = dl_put(d, l->fc1_b, I, MD_BT_F32);
+        o->fc2_b = dl_put(d, l->fc2_b, D, MD_BT_F32);
+    }
+    if (vision) {
+        const int K = 3 * tw->c.patch * tw->c.patch, np = (tw->c.image / tw->c.patch) * (tw->c.image / tw->c.patch);
+        dt->patch_w = dl_put(d, tw->patch_w, (size_t)D * K, d->wt);
+        dt->cls = dl_put(d, tw->cls, D, MD_BT_F32);
+        dt->pos = dl_put(d, tw->pos, (size_t)(np + 1) * D, MD_BT_F32);
+        dt->pre_g = dl_put(d, tw->pre_g, D, MD_BT_F32);
+        dt->pre_b = dl_put(d, tw->pre_b, D, MD_BT_F32);
+    }
+    dt->fin_g = dl_put(d, tw->fin_g, D, MD_BT_F32);
+    dt->fin_b = dl_put(d, tw->fin_b, D, MD_BT_F32);
+    dt->proj = dl_put(d, tw->proj, (size_t)dim * D, d->wt);
+}
+
+static void dev_free(md_clip *m)
+{
+    if (m->dev || m->dblock || m->scratch) {
+        m->be->free(m->scratch);
+        m->be->free(m->dblock);
+    }
+    m->scratch = m->dblock = NULL;
+    m->scratch_bytes = 0;
+    free(m->dv.l);
+    free(m->dt.l);
+    m->dv.l = m->dt.l = NULL;
+    if (m->smu_init)
+        pthread_mutex_destroy(&m->smu);
+    m->smu_init = 0;
+    m->dev = 0;
+}
+
+/* Copies the weights to the backend for the device path. Errors leave the last_error message. */
+static md_status dev_setup(md_clip *m)
+{
+    const md_backend_i *be = m->be;
+    m->prec = be->host_memory ? MD_PREC_F32 : MD_PREC_F16;
+    const char *pe = getenv("MD_CUDA_PRECISION");
+    if (pe && pe[0] && md_prec_parse(pe, &m->prec) != MD_OK)
+        md_warn("clip: MD_CUDA_PRECISION=%s is not f32, tf32, f16 or bf16: using %s", pe, md_prec_name(m->prec));
+    for (size_t i = 0; i < sizeof DEV_OPS / sizeof *DEV_OPS; i++)
+        if (!be->supports(DEV_OPS[i]))
+            return MD_ERR_UNSUPPORTED;
+    if (!be->supports(md_prec_op(m->prec)) || !be->supports(m->v.c.act) || !be->supports(m->t.c.act))
+        return MD_ERR_UNSUPPORTED;
+    m->dv.l = calloc((size_t)m->v.c.layers + 1, sizeof *m->dv.l);
+    m->dt.l = calloc((size_t)m->t.c.layers + 1, sizeof *m->dt.l);
+    if (!m->dv.l || !m->dt.l)
+        return MD_ERR_NOMEM;
+    dlayout d = {NULL, NULL, 0, md_prec_input(m->prec)};
+    dl_tower(&d, &m->v, &m->dv, 1, m->dim);
+    dl_tower(&d, &m->t, &m->dt, 0, m->dim);
+    const size_t bytes = d.off;
+    md_status st = be->alloc(bytes, &m->dblock);
+    if (st != MD_OK)
+        return st;
+    d.host = aligned_alloc(256, bytes);
+    if (!d.host)
+        return MD_ERR_NOMEM;
+    d.base = m->dblock;
+    d.off = 0;
+    dl_tower(&d, &m->v, &m->dv, 1, m->dim);
+    dl_tower(&d, &m->t, &m->dt, 0, m->dim);
+    st = be->upload(m->dblock, d.host, bytes);
+    free(d.host);
+    if (st != MD_OK)
+        return st;
+    if (pthread_mutex_init(&m->smu, NULL) != 0)
+        return MD_ERR_NOMEM;
+    m->smu_init = 1;
+    m->dev = 1;
+    md_info("clip: weights on %s: %.1f MiB (%s matrices)", be->name, bytes / 1048576.0, md_prec_name(m->prec));
+    return MD_OK;
+}
+
 static const md_op NEEDED_OPS[] = {MD_OP_LINEAR, MD_OP_LAYERNORM, MD_OP_ATTENTION, MD_OP_ADD, MD_OP_L2NORM};
 
 static const char *dtype_summary(const md_safetensors *st)
@@ -547,10 +707,19 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
                 break;
             }
     }
+    if ((!m->be->host_memory || getenv_flag("MD_CLIP_DEVICE_PATH")) && dev_setup(m) != MD_OK) {
+        md_warn("clip: cannot run on %s (%s): the CLIP model runs on the CPU", m->be->name, m->be->last_error());
+        dev_free(m);
+        m->be = md_backend_cpu();
+    }
     snprintf(m->desc, sizeof m->desc,
              "CLIP ViT %dpx/%d, width %d, %d layers; text width %d, %d layers, %d tokens; embedding %d; %s weights%s",
              m->v.c.image, m->v.c.patch, m->v.c.hidden, m->v.c.layers, m->t.c.hidden, m->t.c.layers, nv, m->dim, dts,
              m->demo ? "; DEMO model (random weights, not meaningful)" : "");
+    if (m->dev) {
+        size_t l = strlen(m->desc);
+        snprintf(m->desc + l, sizeof m->desc - l, "; on %s, %s matrix products", m->be->name, md_prec_name(m->prec));
+    }
     *out = m;
     m = NULL;
 out:
@@ -563,6 +732,7 @@ void md_clip_free(md_clip *m)
 {
     if (!m)
         return;
+    dev_free(m);
     md_tokenizer_free(m->tok);
     free(m->block);
     free(m->v.l);
@@ -609,6 +779,235 @@ out:
     return st;
 }
 
+/* Pooling as transformers: old configs (eos_token_id == 2) take the largest id (the end token has
+ * the largest id of CLIP's vocabulary); newer ones the first eos_token_id, or position 0 when
+ * there is none (argmax of all zeros). First occurrence either way. */
+static int pool_position(const tower_cfg *c, const int *ids, int n)
+{
+    int pos = 0;
+    if (c->eos == 2) {
+        for (int i = 1; i < n; i++)
+            if (ids[i] > ids[pos])
+                pos = i;
+    } else {
+        for (int i = 0; i < n; i++)
+            if (ids[i] == c->eos) {
+                pos = i;
+                break;
+            }
+    }
+    return pos;
+}
+
+/* ---------------------------------------------------------------- the device path: forward passes */
+
+/* Backend scratch of at least BYTES: the model's kept buffer when it is free and large enough,
+ * else a new one. */
+static md_status dev_scratch_get(md_clip *m, size_t bytes, void **out, size_t *got)
+{
+    pthread_mutex_lock(&m->smu);
+    if (m->scratch && m->scratch_bytes >= bytes) {
+        *out = m->scratch;
+        *got = m->scratch_bytes;
+        m->scratch = NULL;
+        m->scratch_bytes = 0;
+        pthread_mutex_unlock(&m->smu);
+        return MD_OK;
+    }
+    pthread_mutex_unlock(&m->smu);
+    *got = bytes;
+    return m->be->alloc(bytes, out);
+}
+
+/* Gives P back: kept for the next call when the slot is empty (the larger one wins). */
+static void dev_scratch_put(md_clip *m, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&m->smu);
+    if (!m->scratch || m->scratch_bytes < bytes) {
+        void *old = m->scratch;
+        m->scratch = p;
+        m->scratch_bytes = bytes;
+        p = old;
+    }
+    pthread_mutex_unlock(&m->smu);
+    m->be->free(p);
+}
+
+#define AL(n) (((n) + 255) / 256 * 256)
+
+/* The device buffers of one batch of R rows (see the top of this file). */
+typedef struct dev_bufs {
+    float *x, *t;  /* F32 [R, D]: the residual stream, a product's output */
+    void *h, *qkv, *a, *mm; /* the products' input type: [R, D], [R, 3D], [R, D], [R, max(I, ...)] */
+} dev_bufs;
+
+static size_t dev_rows_bytes(const tower_cfg *c, size_t rows, size_t mm_per_row, md_bt wt)
+{
+    const size_t D = c->hidden, ws = md_bt_size(wt);
+    return AL(rows * D * 4) * 2 + AL(rows * D * ws) * 2 + AL(rows * 3 * D * ws) + AL(rows * mm_per_row * ws);
+}
+
+static char *dev_rows_carve(const tower_cfg *c, char *p, size_t rows, size_t mm_per_row, md_bt wt, dev_bufs *b)
+{
+    const size_t D = c->hidden, ws = md_bt_size(wt);
+    b->x = (float *)p, p += AL(rows * D * 4);
+    b->t = (float *)p, p += AL(rows * D * 4);
+    b->h = p, p += AL(rows * D * ws);
+    b->a = p, p += AL(rows * D * ws);
+    b->qkv = p, p += AL(rows * 3 * D * ws);
+    b->mm = p, p += AL(rows * mm_per_row * ws);
+    return p;
+}
+
+/* L encoder layers over BATCH sequences of T tokens, then the final layernorm into b->h (type
+ * WT). FIN_G/FIN_B: the tower's final norm. */
+static md_status dev_layers(const md_clip *m, const tower *tw, const dev_tower *dt, const dev_bufs *b, int batch,
+                            int t, int causal)
+{
+    const md_backend_i *be = m->be;
+    const tower_cfg *c = &tw->c;
+    const md_bt wt = md_prec_input(m->prec);
+    const int D = c->hidden, I = c->inter, R = batch * t;
+    const float *rb = NULL;
+    const void *r = NULL;
+    md_status st = MD_OK;
+    for (int li = 0; li < c->layers; li++) {
+        const dev_layer *l = &dt->l[li];
+        TRY(be->add_layernorm(b->x, r, MD_BT_F32, rb, R, D, l->ln1_g, l->ln1_b, c->eps, b->h, wt));
+        TRY(be->gemm(m->prec, b->h, D, R, D, l->qkv_w, l->qkv_b, 3 * D, b->qkv, wt, 0));
+        TRY(be->attention_ex(b->qkv, wt, batch, t, c->heads, D / c->heads, causal, b->a, wt));
+        TRY(be->gemm(m->prec, b->a, D, R, D, l->o_w, NULL, D, b->t, MD_BT_F32, 0));
+        TRY(be->add_layernorm(b->x, b->t, MD_BT_F32, l->o_b, R, D, l->ln2_g, l->ln2_b, c->eps, b->h, wt));
+        TRY(be->gemm(m->prec, b->h, D, R, D, l->fc1_w, NULL, I, b->mm, wt, 0));
+        TRY(be->bias_act(c->act, b->mm, wt, l->fc1_b, R, I, b->mm, wt));
+        TRY(be->gemm(m->prec, b->mm, I, R, I, l->fc2_w, NULL, D, b->t, MD_BT_F32, 0));
+        r = b->t;
+        rb = l->fc2_b;
+    }
+    TRY(be->add_layernorm(b->x, r, MD_BT_F32, rb, R, D, dt->fin_g, dt->fin_b, c->eps, b->h, wt));
+out:
+    return st;
+}
+
+static md_status dev_embed_tokens(md_clip *m, const int *ids, int n, int pos, float *out, char *err, size_t errlen)
+{
+    const md_backend_i *be = m->be;
+    const tower *tw = &m->t;
+    const tower_cfg *c = &tw->c;
+    const int D = c->hidden, E = m->dim;
+    const md_bt wt = md_prec_input(m->prec);
+    const size_t need = dev_rows_bytes(c, (size_t)n, (size_t)c->inter, wt) + AL((size_t)E * 4);
+    void *mem = NULL;
+    size_t got = 0;
+    float *x = malloc((size_t)n * D * sizeof *x);
+    md_status st = x ? dev_scratch_get(m, need, &mem, &got) : MD_ERR_NOMEM;
+    if (st != MD_OK)
+        goto out;
+    dev_bufs b;
+    float *o = (float *)dev_rows_carve(c, mem, (size_t)n, (size_t)c->inter, wt, &b);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < D; j++)
+            x[(size_t)i * D + j] = tw->tok[(size_t)ids[i] * D + j] + tw->pos[(size_t)i * D + j];
+    TRY(be->upload(b.x, x, (size_t)n * D * sizeof *x));
+    TRY(dev_layers(m, tw, &m->dt, &b, 1, n, 1));
+    TRY(be->gemm(m->prec, (char *)b.h + (size_t)pos * D * md_bt_size(wt), D, 1, D, m->dt.proj, NULL, E, o,
+                 MD_BT_F32, 0));
+    TRY(be->l2norm(o, 1, E));
+    TRY(be->download(out, o, (size_t)E * sizeof *out));
+out:
+    if (st != MD_OK)
+        fail(err, errlen, st, "text encoder on %s: %s", be->name, be->last_error());
+    dev_scratch_put(m, mem, got);
+    free(x);
+    return st;
+}
+
+/* Images per chunk for the device path: what fits in the backend's memory left under the gpu_mem
+ * budget (the kept scratch buffer counted as ours), 64 MiB kept aside on a device for cuBLAS's own
+ * workspaces, SCRATCH_BUDGET at most in host memory; at most 512 images, or max_batch. */
+static int dev_chunk(md_clip *m, size_t per, int n)
+{
+    size_t a = 0;
+    if (m->be->mem_info(NULL, &a) != MD_OK)
+        return 0;
+    if (a > SIZE_MAX - m->scratch_bytes)
+        a = SIZE_MAX - m->scratch_bytes;
+    a += m->scratch_bytes; /* the kept buffer is ours to reuse */
+    size_t avail = m->be->host_memory ? (a < SCRATCH_BUDGET ? a : SCRATCH_BUDGET)
+                                      : a > ((size_t)64 << 20) ? (a - ((size_t)64 << 20)) / 10 * 9 : 0;
+    size_t c = avail / per;
+    int cap = m->max_batch ? m->max_batch : 512;
+    if (c > (size_t)cap)
+        c = (size_t)cap;
+    return (int)(c < (size_t)n ? c : (size_t)n);
+}
+
+static md_status dev_embed_images(md_clip *m, const float *pixels, int n, float *out, float *tokens, char *err,
+                                  size_t errlen)
+{
+    const md_backend_i *be = m->be;
+    const tower *tw = &m->v;
+    const tower_cfg *c = &tw->c;
+    const int D = c->hidden, I = c->inter, S = c->image, P = c->patch, NP = m->grid * m->grid, T = NP + 1;
+    const int K = 3 * P * P, E = m->dim;
+    const md_bt wt = md_prec_input(m->prec);
+    /* mm also holds the im2col patches [NP, K] of each image. */
+    const size_t mmw = ((size_t)T * I > (size_t)NP * K ? (size_t)T * I : (size_t)NP * K + T - 1) / T;
+    const size_t per_px = (size_t)3 * S * S * 4, per_out = (size_t)(tokens ? T : 1) * E * 4;
+    const size_t per = dev_rows_bytes(c, T, mmw, wt) + per_px + per_out + 3 * 256;
+    void *mem = NULL;
+    size_t got = 0;
+    md_status st = MD_OK;
+    const int chunk = dev_chunk(m, per, n);
+    if (chunk < 1) {
+        size_t a = 0;
+        be->mem_info(NULL, &a);
+        return fail(err, errlen, MD_ERR_NOMEM,
+                    "image encoder on %s: not enough memory for one image (%.1f MiB needed, %.1f MiB available "
+                    "under the gpu_mem budget)",
+                    be->name, per / 1048576.0, a / 1048576.0);
+    }
+    const size_t need = dev_rows_bytes(c, (size_t)chunk * T, mmw, wt) + AL(per_px * chunk) + AL(per_out * chunk);
+    if ((st = dev_scratch_get(m, need, &mem, &got)) != MD_OK)
+        goto out;
+    dev_bufs b;
+    char *p = dev_rows_carve(c, mem, (size_t)chunk * T, mmw, wt, &b);
+    float *px = (float *)p, *o = (float *)(p + AL(per_px * chunk));
+    for (int b0 = 0; b0 < n; b0 += chunk) {
+        const int B = n - b0 < chunk ? n - b0 : chunk, R = B * T;
+        TRY(be->upload(px, pixels + (size_t)b0 * 3 * S * S, (size_t)B * per_px));
+        /* Patch embedding as one matrix product, then [CLS | patches] + positions, pre-LN. */
+        TRY(be->im2col(px, B, S, P, b.mm, wt));
+        TRY(be->gemm(m->prec, b.mm, K, B * NP, K, m->dv.patch_w, NULL, D, b.t, MD_BT_F32, 0));
+        TRY(be->embed_tokens(b.t, m->dv.cls, m->dv.pos, B, NP, D, b.x));
+        TRY(be->add_layernorm(b.x, NULL, MD_BT_F32, NULL, R, D, m->dv.pre_g, m->dv.pre_b, c->eps, b.x, MD_BT_F32));
+        TRY(dev_layers(m, tw, &m->dv, &b, B, T, 0));
+        float *emb = out + (size_t)b0 * E;
+        if (tokens) {
+            float *tok = tokens + (size_t)b0 * T * E;
+            TRY(be->gemm(m->prec, b.h, D, R, D, m->dv.proj, NULL, E, o, MD_BT_F32, 0));
+            TRY(be->download(tok, o, (size_t)R * E * sizeof *tok));
+            for (int i = 0; i < B; i++)
+                memcpy(emb + (size_t)i * E, tok + (size_t)i * T * E, (size_t)E * sizeof *emb);
+            TRY(md_backend_cpu()->l2norm(emb, B, E));
+        } else {
+            /* Only the CLS rows: every T-th row of h. */
+            TRY(be->gemm(m->prec, b.h, T * D, B, D, m->dv.proj, NULL, E, o, MD_BT_F32, 0));
+            TRY(be->l2norm(o, B, E));
+            TRY(be->download(emb, o, (size_t)B * E * sizeof *emb));
+        }
+    }
+out:
+    if (st != MD_OK && err && errlen && !err[0])
+        fail(err, errlen, st, "image encoder on %s: %s", be->name, be->last_error());
+    dev_scratch_put(m, mem, got);
+    return st;
+}
+
+#undef AL
+
 md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, char *err, size_t errlen)
 {
     md_status st = MD_OK;
@@ -624,6 +1023,8 @@ md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, ch
         if (ids[i] < 0 || ids[i] >= c->vocab)
             return fail(err, errlen, MD_ERR_INVALID, "token id %d at %d is outside the vocabulary [0, %d)", ids[i], i,
                         c->vocab);
+    if (m->dev)
+        return dev_embed_tokens(m, ids, n, pool_position(c, ids, n), out, err, errlen);
     size_t per = (size_t)n;
     buf = malloc(per * (size_t)(3 * D + 3 * D + I) * sizeof *buf);
     if (!buf)
@@ -634,21 +1035,7 @@ md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, ch
             x[(size_t)i * D + j] = tw->tok[(size_t)ids[i] * D + j] + tw->pos[(size_t)i * D + j];
     for (int li = 0; li < c->layers; li++)
         TRY(encoder_layer(m->be, c, &tw->l[li], x, h, qkv, a, mm, 1, n, 1));
-    /* Pooling as transformers: old configs (eos_token_id == 2) take the largest id (the end
-     * token has the largest id of CLIP's vocabulary); newer ones the first eos_token_id, or
-     * position 0 when there is none (argmax of all zeros). First occurrence either way. */
-    int pos = 0;
-    if (c->eos == 2) {
-        for (int i = 1; i < n; i++)
-            if (ids[i] > ids[pos])
-                pos = i;
-    } else {
-        for (int i = 0; i < n; i++)
-            if (ids[i] == c->eos) {
-                pos = i;
-                break;
-            }
-    }
+    const int pos = pool_position(c, ids, n);
     /* final_layer_norm is per row: only the pooled row is needed. */
     TRY(m->be->layernorm(x + (size_t)pos * D, 1, D, tw->fin_g, tw->fin_b, c->eps, h));
     TRY(m->be->linear(h, 1, D, tw->proj, NULL, m->dim, out, 0));
@@ -709,6 +1096,8 @@ md_status md_clip_embed_images(md_clip *m, const float *pixels, int n, float *ou
         return fail(err, errlen, MD_ERR_INVALID, "embed_images: bad arguments");
     if (n == 0)
         return MD_OK;
+    if (m->dev)
+        return dev_embed_images(m, pixels, n, out, tokens, err, errlen);
     /* Per image: x, h, a [T, D], qkv [T, 3D], mm [T, max(I, ...)] (mm also holds the im2col
      * patches [NP, K] and the patch embeddings are written to h). */
     size_t mmw = (size_t)T * I > (size_t)NP * K ? (size_t)T * I : (size_t)NP * K;
