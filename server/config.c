@@ -46,6 +46,9 @@ static const setting SETTINGS[] = {
      "comma-separated browser origins allowed by CORS, or * (empty: none)"},
     {"log_level", T_ENUM, "info", 0, 0, "debug|info|warn|error", F(log_level), 0, "log verbosity"},
     {"device", T_ENUM, "auto", 0, 0, "auto|cpu|cuda", F(device), 0, "compute backend"},
+    {"gpu_mem", T_SIZE, "0", 0, (long long)1 << 50, NULL, F(gpu_mem), 0,
+     "GPU memory momentd may use, bytes with optional K/M/G suffix (0: all the device has); batch sizes "
+     "fit it, and work that does not fit fails with a clear error"},
     {"sample_fps", T_STR, "1", 0, 0, NULL, F(sample_fps), 0, "frames sampled per second of video (0.01 to 30)"},
     {"segment_frames", T_INT, "4", 1, 64, NULL, F(segment_frames), 0,
      "sampled frames per stored segment (k): a segment spans k / sample_fps seconds"},

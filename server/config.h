@@ -33,6 +33,7 @@ typedef struct md_config {
     int n_cors_origins;
     char *log_level;
     char *device;
+    long long gpu_mem; /* bytes the CUDA backend may allocate; 0: no cap but the device's */
     long long job_retries;
     long long threads;
     long long keyframes_only;
