@@ -35,6 +35,7 @@
 #include "../../engine/mamba.h"
 #include "../../engine/safetensors.h"
 #include "../../video/video.h"
+#include "../gpu/mamba_dev.h"
 #include "harness.h"
 
 static const md_backend_i *CPU, *BE; /* the reference, the backend under test */
@@ -944,6 +945,63 @@ static void case_refusals(void)
     d_free(q), d_free(o);
 }
 
+/* ------------------------------------------------------------------ the Mamba encoder from ops */
+
+/* tests/gpu/mamba_dev.h (the encoder composed from backend ops) against md_mamba_forward. */
+static void case_mamba_dev(int dirs, int final_norm, int L)
+{
+    if (!has(MD_OP_SCAN) || !has(MD_OP_CONV1D_SILU) || !has(MD_OP_GATE))
+        return;
+    md_mamba_config c;
+    md_mamba_config_default(&c, 48);
+    c.n_layers = 2;
+    c.dirs = dirs;
+    c.in_proj_bias = c.out_proj_bias = 1;
+    c.final_norm = final_norm;
+    md_mamba *m = NULL;
+    char err[256];
+    CHECK_EQ_INT(md_mamba_new(&c, &m, err, sizeof err), MD_OK);
+    if (!m)
+        return;
+    seed(1300 + dirs + L);
+    const int di = md_mamba_d_inner(&c);
+    for (size_t i = 0; i < m->mem_floats; i++)
+        m->mem[i] = frand() / sqrtf((float)di);
+    for (int i = 0; i < c.n_layers; i++) {
+        md_mamba_layer *l = &m->layers[i];
+        for (int j = 0; j < c.d_model; j++)
+            l->norm_w[j] = 1.0f + 0.1f * frand();
+        for (int dd = 0; dd < 2; dd++)
+            if (dirs & (dd ? MD_MAMBA_BWD : MD_MAMBA_FWD))
+                for (int j = 0; j < di; j++) {
+                    l->dir[dd].dt_proj_b[j] = logf(expm1f(0.001f + 0.05f * (1 + frand())));
+                    for (int n = 0; n < c.d_state; n++)
+                        l->dir[dd].A_log[j * c.d_state + n] = logf((float)(n + 1));
+                }
+    }
+    md_mamba_prepare(m);
+    m->force_compute = 1;
+    float *x = rand_f((size_t)L * c.d_model, 1), *ref = malloc((size_t)L * c.d_model * 4);
+    memcpy(ref, x, (size_t)L * c.d_model * 4);
+    CHECK_EQ_INT(md_mamba_forward(m, NULL, ref, L, NULL, 0), MD_OK);
+    md_mamba_dev *d = NULL;
+    CHECK_EQ_INT(md_mamba_dev_new(BE, m, MD_PREC_F32, &d), MD_OK);
+    float *dx = d_up(x, (size_t)L * c.d_model * 4);
+    md_status st = d ? md_mamba_dev_forward(d, dx, L) : MD_ERR_INTERNAL;
+    if (st != MD_OK)
+        fprintf(stderr, "  %s mamba: %s\n", BE->name, BE->last_error());
+    CHECK_EQ_INT(st, MD_OK);
+    float *got = d_get(dx, (size_t)L * c.d_model, MD_BT_F32);
+    char what[96];
+    snprintf(what, sizeof what, "mamba encoder from ops L=%d %s%s vs md_mamba_forward", L,
+             dirs == MD_MAMBA_BOTH ? "bidir" : "fwd", final_norm ? " norm_f" : "");
+    compare(what, got, ref, (size_t)L * c.d_model, tol(2e-5, 1e-4));
+    d_free(dx);
+    md_mamba_dev_free(d);
+    md_mamba_free(m);
+    free(x), free(ref), free(got);
+}
+
 /* ------------------------------------------------------------------ the CLIP towers' device path */
 
 static char g_dir[PATH_MAX];
@@ -1101,6 +1159,8 @@ static void run_all(void)
     case_score_topk(3000, 512, 10, 0);
     case_score_topk(5000, 100, 1000, 1);
     case_score_topk(257, 64, 257, 1);
+    case_mamba_dev(MD_MAMBA_BOTH, 1, 150);
+    case_mamba_dev(MD_MAMBA_FWD, 0, 70);
     case_legacy_host_pointers();
     case_refusals();
     const char *precs[] = {"f32", "f16", "bf16", "tf32"};
