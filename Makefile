@@ -167,6 +167,18 @@ bench-search: $(BUILD)/bench_search
 
 bench: bench-search
 
+# GPU checks and benchmarks (not a test; tests/gpu/run.sh): every CUDA op against the CPU, segment
+# embeddings of real clips CUDA vs CPU, CLIP / selective scan / end-to-end benchmarks against
+# transformers + PyTorch fp16. Needs a CUDA device; `bash tests/gpu/run.sh --dry-run` runs here
+# what can run without one.
+.PHONY: gpu-check
+$(BUILD)/gpu/gpu_bench: tests/gpu/gpu_bench.c tests/gpu/mamba_dev.h $(OBJ) $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+gpu-check:
+	bash tests/gpu/run.sh
+
 clean:
 	rm -rf build build-asan momentd
 
