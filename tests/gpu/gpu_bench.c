@@ -512,7 +512,9 @@ static int cmd_e2e(int argc, char **argv)
         drgb = dalloc(fr.fbytes * W);
         dpx = dalloc(per * W * 4);
     } else {
+#ifndef MD_GPU_NO_DECODER
         md_video_global_init();
+#endif
     }
     /* The window's tokens are pushed in batches of W frames; the device Mamba runs each batch as
      * one sequence too, for its time (its output is not used). */
@@ -533,6 +535,10 @@ static int cmd_e2e(int argc, char **argv)
                     pts[i] = (int64_t)((nframes + i) * 1000 / fr.fps);
             }
         } else {
+#ifdef MD_GPU_NO_DECODER
+            (void)d, (void)loop, (void)loops, (void)loop_off_ms, (void)last_ms;
+            die("e2e", MD_ERR_UNSUPPORTED, "this build has no video decoder: use --frames");
+#else
             md_video_batch b;
             for (;;) {
                 if (!d) {
@@ -564,6 +570,7 @@ static int cmd_e2e(int argc, char **argv)
                 if (getenv("MD_GPU_BENCH_DEBUG"))
                     fprintf(stderr, "batch %d frames, %lld..%lld ms\n", n, (long long)pts[0], (long long)pts[n - 1]);
             }
+#endif
         }
         if (n == 0)
             break;
@@ -602,7 +609,9 @@ static int cmd_e2e(int argc, char **argv)
            use_frames ? "decode = reading the pipe: the decoder's own time is frames.py's" : flag(argc, argv, "--keyframes") ? "keyframes only" : "exact");
     for (int i = 0; i < ST_N; i++)
         if (st[i] > 0 && i != ST_TEMPORAL_DEV)
-            printf("| e2e %s | %.2f s | %.1f%% of the stages |\n", STAGE[i], st[i], 100 * st[i] / total);
+            printf("| e2e %s | %.2f s | %.1f%% of the stages |\n",
+                   i == ST_DECODE && use_frames ? "waiting for frames (decoder: frames.py, concurrent)" : STAGE[i], st[i],
+                   100 * st[i] / total);
     printf("| e2e %s | %.2f s | instead of the CPU stream's %.2f s (encoder only: no pooling) |\n", STAGE[ST_TEMPORAL_DEV],
            st[ST_TEMPORAL_DEV], st[ST_TEMPORAL]);
     printf("| e2e %lld frames (1/s), %lld segments, %.0f s of video | wall %.2f s | realtime factor %.0fx = %.0f h of "
