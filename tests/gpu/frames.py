@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """frames.py - decodes a video into raw RGB frames sampled at FPS, for tests/gpu/gpu_bench.
 
-    python3 tests/gpu/frames.py VIDEO [--fps 1] [--loops 1] [--max N] [-o FILE|-]
+    python3 tests/gpu/frames.py VIDEO [--fps 1] [--loops 1] [--max N] [-o FILE|-] [--decoder auto|ffmpeg|cv2]
 
-Writes "MDRGB1 W H FPS\\n" and then W*H*3-byte RGB frames, the frame shown at each time k / FPS
-(the last frame whose time is <= k / FPS), as momentd's decoder samples. LOOPS > 1 plays the video
+Writes "MDRGB1 W H FPS\\n" and then W*H*3-byte RGB frames, one per time k / FPS: with the ffmpeg CLI
+its fps filter's choice, with OpenCV the last frame whose time (index / frame rate) is <= k / FPS,
+as momentd's decoder samples; the two may differ by one source frame. LOOPS > 1 plays the video
 that many times in a row (a long video made of looped footage, without re-encoding it).
 
 Decoder: the ffmpeg command line when it exists (every frame decoded, threads = cores), else
@@ -63,12 +64,13 @@ def frames_cv2(path, fps, loops, sink, limit):
         if not header:
             sink.write(b"MDRGB1 %d %d %g\n" % (w, h, fps))
             header = True
-        k, last, t = 0, None, 0.0
+        k, last, t, i = 0, None, 0.0, 0
         t0 = time.monotonic()
         while limit is None or n < limit:
             if not cap.grab():
                 break
-            t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            t = i * step  # constant frame rate (CAP_PROP_POS_MSEC runs a frame ahead on some builds)
+            i += 1
             # every target before this frame's time is shown by the previous frame
             while last is not None and k / fps < t and (limit is None or n < limit):
                 sink.write(last)
@@ -96,9 +98,10 @@ def main():
     ap.add_argument("--loops", type=int, default=1)
     ap.add_argument("--max", type=int, default=None)
     ap.add_argument("-o", "--out", default="-")
+    ap.add_argument("--decoder", choices=("auto", "ffmpeg", "cv2"), default="auto")
     a = ap.parse_args()
     sink = sys.stdout.buffer if a.out == "-" else open(a.out, "wb")
-    use_ffmpeg = shutil.which("ffmpeg") and shutil.which("ffprobe")
+    use_ffmpeg = a.decoder == "ffmpeg" or (a.decoder == "auto" and shutil.which("ffmpeg") and shutil.which("ffprobe"))
     n, dec = (frames_ffmpeg if use_ffmpeg else frames_cv2)(a.video, a.fps, a.loops, sink, a.max)
     sink.flush()
     print("frames.py: %d frames from %s x%d with %s in %.2f s" % (n, a.video, a.loops,
