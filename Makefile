@@ -179,6 +179,25 @@ $(BUILD)/gpu/gpu_bench: tests/gpu/gpu_bench.c tests/gpu/mamba_dev.h $(OBJ) $(CUD
 gpu-check:
 	bash tests/gpu/run.sh
 
+# The CUDA kernels compiled as plain C++ and run on CPU threads (tests/gpu/emu): test_backend_ops's
+# CUDA cases against the CPU without a GPU (arithmetic and indexing; not timing, not cuBLAS).
+CXX      ?= g++
+EMU_OBJ  := $(patsubst cuda/%.cu,$(BUILD)/emu/%.o,$(wildcard cuda/kernels_*.cu)) $(BUILD)/emu/emu_backend.o
+EMU_FLAGS = -std=c++17 -O1 -g -DMD_CUDA_EMU -Wall -Wextra -Werror -Wno-unknown-pragmas -pthread -MMD -MP
+.PHONY: gpu-emu
+$(BUILD)/emu/%.o: cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -x c++ -c -o $@ $<
+$(BUILD)/emu/emu_backend.o: tests/gpu/emu/emu_backend.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -c -o $@ $<
+$(BUILD)/gpu/test_backend_ops_emu: tests/unit/test_backend_ops.c $(OBJ) $(EMU_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -DMD_TEST_EMU -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lstdc++
+
+gpu-emu: $(BUILD)/gpu/test_backend_ops_emu
+	./$(BUILD)/gpu/test_backend_ops_emu
+
 clean:
 	rm -rf build build-asan momentd
 

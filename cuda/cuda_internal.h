@@ -9,11 +9,22 @@
 #ifndef MD_CUDA_INTERNAL_H
 #define MD_CUDA_INTERNAL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef MD_CUDA_EMU
+/* The kernels compiled as plain C++ and run on CPU threads (tests/gpu/emu): checks their
+ * arithmetic and indexing without a GPU. */
+#include "../tests/gpu/emu/cuda_emu.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <stddef.h>
-#include <stdint.h>
+/* KERNEL<<<GRID, BLOCK, SMEM, STREAM>>>, written so that the emulator can launch it too. */
+#define MD_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+/* The block's dynamic shared memory as an array NAME of TYPE. */
+#define MD_EXTERN_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 extern "C" {
 #include "../engine/backend.h"

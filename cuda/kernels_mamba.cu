@@ -63,7 +63,7 @@ md_status md_cu_conv1d_silu(const float *x, int ldx, int batch, int L, int C, co
     const size_t total = (size_t)batch * L * C;
     if (total == 0)
         return MD_OK;
-    conv1d_silu_k<<<md_cu_blocks(total, 256), 256, 0, s>>>(x, ldx, batch, L, C, w, b, K, prev, reverse, y);
+    MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, conv1d_silu_k)(x, ldx, batch, L, C, w, b, K, prev, reverse, y);
     return md_cu_check("conv1d_silu");
 }
 
@@ -78,7 +78,7 @@ __device__ __forceinline__ float softplus_f(float v) { return v > 20.0f ? v : lo
 
 __global__ void __launch_bounds__(SCAN_WARPS * 32) scan_k(md_scan_args a)
 {
-    extern __shared__ float sm[];
+    MD_EXTERN_SHARED(float, sm);
     const int N = a.N, L = a.L;
     /* Shared: Bs, Cs [SCAN_CHUNK][N]; aggA, aggB [N][SCAN_WARPS][32]; carry [2][N][32]. */
     float *Bs = sm, *Cs = Bs + SCAN_CHUNK * N, *aggA = Cs + SCAN_CHUNK * N, *aggB = aggA + N * SCAN_WARPS * 32,
@@ -181,7 +181,7 @@ md_status md_cu_scan(const md_scan_args *a)
             return md_cu_fail(e, "selective scan (shared memory)");
     }
     dim3 grid((a->C + 31) / 32, a->batch);
-    scan_k<<<grid, SCAN_WARPS * 32, smem, s>>>(*a);
+    MD_LAUNCH(grid, SCAN_WARPS * 32, smem, s, scan_k)(*a);
     return md_cu_check("selective scan");
 }
 
@@ -206,7 +206,7 @@ md_status md_cu_gate(const float *z, int ldz, const float *a, const float *b, in
     const size_t total = (size_t)rows * cols;
     if (total == 0)
         return MD_OK;
-    gate_k<<<md_cu_blocks(total, 256), 256, 0, s>>>(z, ldz, a, b, rows, cols, scale, y);
+    MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, gate_k)(z, ldz, a, b, rows, cols, scale, y);
     return md_cu_check("gate");
 }
 
@@ -230,6 +230,6 @@ md_status md_cu_pool(const float *x, int ldx, int groups, int k, int dim, float 
     const size_t total = (size_t)groups * dim;
     if (total == 0 || k == 0)
         return MD_OK;
-    pool_k<<<md_cu_blocks(total, 256), 256, 0, s>>>(x, ldx, groups, k, dim, y);
+    MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, pool_k)(x, ldx, groups, k, dim, y);
     return md_cu_check("pool");
 }

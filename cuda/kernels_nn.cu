@@ -79,7 +79,7 @@ md_status md_cu_convert(const void *x, md_bt xt, void *y, md_bt yt, size_t n)
         return with_type(yt, [&](auto *to) {
             using TI = typename std::remove_pointer<decltype(ti)>::type;
             using TO = typename std::remove_pointer<decltype(to)>::type;
-            convert_k<TI, TO><<<md_cu_blocks(n, 256), 256, 0, s>>>((const TI *)x, (TO *)y, n);
+            MD_LAUNCH(md_cu_blocks(n, 256), 256, 0, s, convert_k<TI, TO>)((const TI *)x, (TO *)y, n);
             return md_cu_check("convert");
         });
     });
@@ -109,7 +109,7 @@ md_status md_cu_bias_act(md_op act, const void *x, md_bt xt, const float *b, siz
         return with_type(yt, [&](auto *to) {
             using TI = typename std::remove_pointer<decltype(ti)>::type;
             using TO = typename std::remove_pointer<decltype(to)>::type;
-            bias_act_k<TI, TO><<<md_cu_blocks(total, 256), 256, 0, s>>>((const TI *)x, b, total, cols, (int)act,
+            MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, bias_act_k<TI, TO>)((const TI *)x, b, total, cols, (int)act,
                                                                          (TO *)y);
             return md_cu_check("bias_act");
         });
@@ -134,7 +134,7 @@ md_status md_cu_bias_rows(void *y, md_bt yt, const float *bias, int rows, int co
         return MD_OK;
     return with_type(yt, [&](auto *to) {
         using TO = typename std::remove_pointer<decltype(to)>::type;
-        bias_rows_k<TO><<<md_cu_blocks(total, 256), 256, 0, s>>>((TO *)y, bias, total, cols, accumulate);
+        MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, bias_rows_k<TO>)((TO *)y, bias, total, cols, accumulate);
         return md_cu_check("gemm bias");
     });
 }
@@ -152,7 +152,7 @@ md_status md_cu_add(float *y, const float *x, size_t n)
         return MD_ERR_UNAVAILABLE;
     if (n == 0)
         return MD_OK;
-    add_k<<<md_cu_blocks(n, 256), 256, 0, s>>>(y, x, n);
+    MD_LAUNCH(md_cu_blocks(n, 256), 256, 0, s, add_k)(y, x, n);
     return md_cu_check("add");
 }
 
@@ -181,7 +181,7 @@ md_status md_cu_l2norm(float *y, int rows, int dim)
         return MD_ERR_UNAVAILABLE;
     if (rows == 0)
         return MD_OK;
-    l2norm_k<<<(rows + 7) / 8, 256, 0, s>>>(y, rows, dim);
+    MD_LAUNCH((rows + 7) / 8, 256, 0, s, l2norm_k)(y, rows, dim);
     return md_cu_check("l2norm");
 }
 
@@ -231,7 +231,7 @@ md_status md_cu_add_layernorm(float *x, const void *r, md_bt rt, const float *rb
         return with_type(yt, [&](auto *ty) {
             using TR = typename std::remove_pointer<decltype(tr)>::type;
             using TY = typename std::remove_pointer<decltype(ty)>::type;
-            add_layernorm_k<TR, TY><<<rows, threads, 0, s>>>(x, (const TR *)r, rb, dim, g, b, eps, (TY *)y);
+            MD_LAUNCH(rows, threads, 0, s, add_layernorm_k<TR, TY>)(x, (const TR *)r, rb, dim, g, b, eps, (TY *)y);
             return md_cu_check("add_layernorm");
         });
     });
@@ -253,7 +253,7 @@ template <typename TQ, typename TO>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
     attention_k(const TQ *qkv, int t, int heads, int hd, int causal, float scale, TO *out)
 {
-    extern __shared__ float sm[];
+    MD_EXTERN_SHARED(float, sm);
     const int hdp = hd + 1; /* padded key rows: lane j reading row j, column c hits distinct banks */
     float *ks = sm, *vs = ks + ATT_KT * hdp, *qs = vs + ATT_KT * hd;
     const int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ATT_QB;
@@ -363,7 +363,7 @@ md_status md_cu_attention(const void *qkv, md_bt qt, int batch, int t, int heads
         return with_type(ot, [&](auto *to) {
             using TQ = typename std::remove_pointer<decltype(tq)>::type;
             using TO = typename std::remove_pointer<decltype(to)>::type;
-            attention_k<TQ, TO><<<grid, ATT_WARPS * 32, smem, s>>>((const TQ *)qkv, t, heads, hd, causal, scale,
+            MD_LAUNCH(grid, ATT_WARPS * 32, smem, s, attention_k<TQ, TO>)((const TQ *)qkv, t, heads, hd, causal, scale,
                                                                    (TO *)out);
             return md_cu_check("attention");
         });
@@ -397,7 +397,7 @@ md_status md_cu_im2col(const float *px, int n, int s, int p, void *cols, md_bt c
         return MD_OK;
     return with_type(ct, [&](auto *tc) {
         using TC = typename std::remove_pointer<decltype(tc)>::type;
-        im2col_k<TC><<<md_cu_blocks(total, 256), 256, 0, st>>>(px, n, s, p, g, (TC *)cols);
+        MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, st, im2col_k<TC>)(px, n, s, p, g, (TC *)cols);
         return md_cu_check("patch_embed");
     });
 }
@@ -420,6 +420,6 @@ md_status md_cu_embed_tokens(const float *patches, const float *cls, const float
     const size_t total = (size_t)n * (np + 1) * d;
     if (total == 0)
         return MD_OK;
-    embed_tokens_k<<<md_cu_blocks(total, 256), 256, 0, s>>>(patches, cls, pos, n, np, d, x);
+    MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, embed_tokens_k)(patches, cls, pos, n, np, d, x);
     return md_cu_check("embed_tokens");
 }

@@ -55,7 +55,7 @@ md_status md_cu_score(const uint16_t *e, long long n, int dim, const float *q, f
     const long long blocks = (n + 7) / 8;
     if (blocks > 0x7fffffffLL)
         return md_cu_failf(MD_ERR_UNSUPPORTED, "cuda: score over %lld rows", n);
-    score_k<<<(unsigned)blocks, 256, 0, st>>>(e, n, dim, q, s);
+    MD_LAUNCH((unsigned)blocks, 256, 0, st, score_k)(e, n, dim, q, s);
     return md_cu_check("score");
 }
 
@@ -125,7 +125,7 @@ __global__ void topk_gather_k(const float *s, long long n, topk_state *st, unsig
 /* One block: each key's rank is the number of larger keys (all keys are distinct). */
 __global__ void topk_rank_k(const float *s, const unsigned long long *cand, int k, long long *idx, float *val)
 {
-    extern __shared__ unsigned long long ck[];
+    MD_EXTERN_SHARED(unsigned long long, ck);
     for (int i = threadIdx.x; i < k; i += blockDim.x)
         ck[i] = cand[i];
     __syncthreads();
@@ -167,13 +167,13 @@ md_status md_cu_topk(const float *s, long long n, int k, long long *idx, float *
         rc = md_cu_fail(cudaStreamSynchronize(st), "topk");
     const unsigned blocks = md_cu_blocks((size_t)n, 256) > 1024 ? 1024 : md_cu_blocks((size_t)n, 256);
     for (int shift = 56; rc == MD_OK && shift >= 0; shift -= 8) {
-        topk_hist_k<<<blocks, 256, 0, st>>>(s, n, state, shift);
-        topk_pick_k<<<1, 1, 0, st>>>(state, shift);
+        MD_LAUNCH(blocks, 256, 0, st, topk_hist_k)(s, n, state, shift);
+        MD_LAUNCH(1, 1, 0, st, topk_pick_k)(state, shift);
         rc = md_cu_check("topk select");
     }
     if (rc == MD_OK) {
-        topk_gather_k<<<blocks, 256, 0, st>>>(s, n, state, cand);
-        topk_rank_k<<<1, 1024, (size_t)k * sizeof(unsigned long long), st>>>(s, cand, k, idx, val);
+        MD_LAUNCH(blocks, 256, 0, st, topk_gather_k)(s, n, state, cand);
+        MD_LAUNCH(1, 1024, (size_t)k * sizeof(unsigned long long), st, topk_rank_k)(s, cand, k, idx, val);
         rc = md_cu_check("topk gather");
     }
     md_cu_scratch_free(mem, bytes);

@@ -154,12 +154,12 @@ md_status md_cu_preprocess(const uint8_t *rgb, int n, int w, int h, size_t strid
         const int g = n - f0 < group ? n - f0 : group;
         const uint8_t *src = rgb + (size_t)f0 * fstride;
         dim3 gh(md_cu_blocks(per_frame / 3, 256) > 4096 ? 4096 : md_cu_blocks(per_frame / 3, 256), g);
-        prep_h_k<<<gh, 256, 0, st>>>(src, stride, fstride, n_rows, y_first, S, need_h, left, dhb, dhk, hks,
+        MD_LAUNCH(gh, 256, 0, st, prep_h_k)(src, stride, fstride, n_rows, y_first, S, need_h, left, dhb, dhk, hks,
                                      (uint8_t *)dtmp);
         if ((rc = md_cu_check("preprocess (horizontal)")) != MD_OK)
             break;
         dim3 gv(md_cu_blocks((size_t)S * S, 256) > 4096 ? 4096 : md_cu_blocks((size_t)S * S, 256), g);
-        prep_v_k<<<gv, 256, 0, st>>>((const uint8_t *)dtmp, n_rows, y_first, S, need_v, top, dvb, dvk, vks, dlut,
+        MD_LAUNCH(gv, 256, 0, st, prep_v_k)((const uint8_t *)dtmp, n_rows, y_first, S, need_v, top, dvb, dvk, vks, dlut,
                                      out + (size_t)f0 * 3 * S * S);
         rc = md_cu_check("preprocess (vertical)");
     }
