@@ -392,8 +392,10 @@ static md_status cu_gemm(md_prec prec, const void *x, int ldx, int m, int k, con
     }
     /* Row-major y[m,n] = x[m,k] . w[n,k]^T is column-major y^T[n,m] = w^T[k,n]^T . x^T[k,m]. */
     cublasComputeType_t ct = prec == MD_PREC_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    cublasStatus_t st = blas.gemm_ex(h, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w, cuda_type(it), k, x,
-                                     cuda_type(it), ldx, &beta, y, cuda_type(yt), n, ct, CUBLAS_GEMM_DEFAULT);
+    const md_gemm_call g = md_gemm_args(x, ldx, m, k, w, n, y);
+    cublasStatus_t st = blas.gemm_ex(h, g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, g.transb ? CUBLAS_OP_T : CUBLAS_OP_N, g.M,
+                                     g.N, g.K, &alpha, g.A, cuda_type(it), g.lda, g.B, cuda_type(it), g.ldb, &beta,
+                                     g.C, cuda_type(yt), g.ldc, ct, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return md_cu_failf(st == CUBLAS_STATUS_ALLOC_FAILED ? MD_ERR_NOMEM : MD_ERR_UNAVAILABLE,
                            "cuda: cublasGemmEx %s [%d x %d] . [%d x %d]^T: %s", md_prec_name(prec), m, k, n, k,

@@ -44,6 +44,26 @@ md_status md_cu_check(const char *what);
 md_status md_cu_scratch(size_t bytes, void **out, const char *what);
 void md_cu_scratch_free(void *p, size_t bytes);
 
+/* The column-major product cublasGemmEx computes for the row-major y[m,n] = x[m,k] . w[n,k]^T
+ * (rows of x LDX elements apart): C[M,N] = op(A) . op(B) with C = y^T (ldc n), A = w read
+ * transposed (lda k), B = x^T (ldb ldx). One place, so that the emulator checks the mapping that
+ * backend_cuda.cu hands to cuBLAS. */
+typedef struct md_gemm_call {
+    int transa, transb; /* 1: transposed (CUBLAS_OP_T), 0: not */
+    int M, N, K;
+    const void *A;
+    int lda;
+    const void *B;
+    int ldb;
+    void *C;
+    int ldc;
+} md_gemm_call;
+static inline md_gemm_call md_gemm_args(const void *x, int ldx, int m, int k, const void *w, int n, void *y)
+{
+    md_gemm_call c = {1, 0, n, m, k, w, k, x, ldx, y, n};
+    return c;
+}
+
 /* Blocks for N elements with THREADS per block, capped for grid-stride loops. */
 static inline unsigned md_cu_blocks(size_t n, unsigned threads)
 {

@@ -273,7 +273,35 @@ static md_status emu_gemm(md_prec prec, const void *x, int ldx, int m, int k, co
         if (st != MD_OK)
             return st;
     }
-    return md_backend_cpu()->gemm(prec, x, ldx, m, k, w, NULL, n, y, yt, bias || accumulate);
+    /* cublasGemmEx's column-major definition, on the arguments backend_cuda.cu passes it:
+     * C[i + j ldc] = sum_l op(A)[i, l] op(B)[l, j] (+ C when beta = 1), op(A)[i, l] = A[l + i lda]
+     * when transposed, A[i + l lda] when not. Products of the inputs as they are stored, summed
+     * in double (the real library sums in F32, with TF32 rounding for MD_PREC_TF32). */
+    const md_bt it = md_prec_input(prec);
+    const md_gemm_call g = md_gemm_args(x, ldx, m, k, w, n, y);
+    const size_t is = md_bt_size(it);
+    auto in = [&](const void *p, size_t i) {
+        float v;
+        md_backend_cpu()->convert((const char *)p + i * is, it, &v, MD_BT_F32, 1);
+        return (double)v;
+    };
+    const bool beta1 = bias || accumulate;
+    for (int j = 0; j < g.N; j++)
+        for (int i = 0; i < g.M; i++) {
+            double s = 0;
+            for (int l = 0; l < g.K; l++) {
+                double a = g.transa ? in(g.A, (size_t)l + (size_t)i * g.lda) : in(g.A, (size_t)i + (size_t)l * g.lda);
+                double b = g.transb ? in(g.B, (size_t)j + (size_t)l * g.ldb) : in(g.B, (size_t)l + (size_t)j * g.ldb);
+                s += a * b;
+            }
+            const size_t ci = (size_t)i + (size_t)j * g.ldc;
+            float c = 0;
+            if (beta1)
+                md_backend_cpu()->convert((const char *)g.C + ci * md_bt_size(yt), yt, &c, MD_BT_F32, 1);
+            float v = (float)(s + c);
+            md_backend_cpu()->convert(&v, MD_BT_F32, (char *)g.C + ci * md_bt_size(yt), yt, 1);
+        }
+    return MD_OK;
 }
 
 static md_status emu_linear(const float *x, int m, int k, const float *w, const float *b, int n, float *y, int acc)
