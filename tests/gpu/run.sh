@@ -28,7 +28,7 @@
 # MD_GPU_FORCE_BUNDLE=1 (use .gpu-bundle even where make works: to test that path).
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 WORK=${MD_GPU_WORK:-/tmp/momentd-gpu}
