@@ -3,7 +3,8 @@
 # H100/H200 with CUDA, PyTorch and transformers; no network needed).
 #
 #   bash tests/gpu/run.sh              on a machine with a GPU (make gpu-check)
-#   bash tests/gpu/run.sh --dry-run    anywhere: every step that needs no GPU, on the CPU backend
+#   bash tests/gpu/run.sh --dry-run    anywhere: every step that needs no GPU, on the CPU backend,
+#                                      plus the CUDA kernels on the CPU emulator (make gpu-emu)
 #
 # Steps (each with a time limit; the table says what ran):
 #   1. fails loudly (exit 2) when no GPU is visible (nvidia-smi), unless --dry-run;
@@ -139,6 +140,14 @@ SUMMARY=$(tail -n 1 "$LOGS/test_backend_ops.log")
 grep -E "FAIL|NOT FINITE|DIFFER|not ok" "$LOGS/test_backend_ops.log" | head -20 >&2
 row "| test_backend_ops (every op, CUDA vs CPU) | $SUMMARY | $(grep -c '^  cuda ' "$LOGS/test_backend_ops.log") CUDA comparisons; logs/test_backend_ops.log |"
 [ $rc -eq 0 ] || bad "test_backend_ops: $SUMMARY"
+if [ $DRY = 1 ] && [ $BUNDLE = 0 ]; then
+    # Without a GPU: the CUDA kernels themselves, emulated on the CPU (tests/gpu/emu).
+    log "make gpu-emu (the CUDA kernels on the CPU emulator)"
+    timeout 300 make gpu-emu > "$LOGS/gpu-emu.log" 2>&1
+    rc=$?
+    row "| CUDA kernels on the CPU emulator (make gpu-emu) | $(tail -n 1 "$LOGS/gpu-emu.log") | $(grep -c '^  emu ' "$LOGS/gpu-emu.log") comparisons; logs/gpu-emu.log |"
+    [ $rc -eq 0 ] || bad "make gpu-emu (logs/gpu-emu.log)"
+fi
 if [ $DRY = 0 ] && command -v compute-sanitizer >/dev/null 2>&1; then
     log "compute-sanitizer memcheck (90 s at most)"
     MD_REQUIRE_CUDA=1 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$TEST_BIN" \

@@ -1,18 +1,20 @@
 /* cuda_emu.h - just enough of CUDA to compile cuda/kernels_*.cu as plain C++ and run every kernel
- * on CPU threads (tests/gpu/emu/emu_backend.cc, `make gpu-emu`).
+ * on the CPU (tests/gpu/emu/emu_backend.cc, `make gpu-emu`).
  *
- * A launch runs the blocks of its grid one after another; the threads of a block are real
- * threads (pthreads), so __syncthreads is a barrier of the block and the warp intrinsics
- * (__shfl_sync, __shfl_xor_sync) exchange values between the 32 threads of a warp through a
- * barrier of the warp. __shared__ arrays become function statics (one block runs at a time), the
- * dynamic shared memory is a buffer filled with 0xFF bytes (NaN) before each block, so a read of
- * shared memory that no thread wrote shows up. Launches are checked as the driver checks them
- * (block size, grid size, shared memory beyond 48 KiB without cudaFuncSetAttribute).
+ * A launch runs the blocks of its grid one after another; the threads of a block are fibers
+ * (ucontext) that run until they finish or wait at a barrier: __syncthreads waits for the whole
+ * block, the warp intrinsics (__shfl_sync, __shfl_xor_sync) exchange values between the 32 threads
+ * of a warp through a barrier of the warp. A barrier that some threads never reach (divergent
+ * __syncthreads or shuffles, undefined on a GPU) is reported as a failed launch. __shared__
+ * arrays become function statics (one block runs at a time); the dynamic shared memory is filled
+ * with 0xFF bytes (NaN) before each block, so a read of shared memory that no thread wrote shows
+ * up. Launches are checked as the driver checks them (block size, grid size, shared memory beyond
+ * 48 KiB without cudaFuncSetAttribute).
  *
- * What it checks: the kernels' arithmetic, indexing, block and warp cooperation. What it does not:
- * timing, memory coalescing, races that a real GPU could expose but this scheduling does not, the
- * cuBLAS calls (the emulated backend multiplies on the CPU). The emulated device memory is host
- * memory. */
+ * What it checks: the kernels' arithmetic, indexing, block and warp cooperation, and the argument
+ * mapping handed to cuBLAS (md_gemm_args, multiplied here by cuBLAS's column-major definition).
+ * What it does not: timing, coalescing, races that only a GPU's scheduling exposes, cuBLAS
+ * itself, backend_cuda.cu (memory, streams, staging). Emulated device memory is host memory. */
 #ifndef MD_CUDA_EMU_H
 #define MD_CUDA_EMU_H
 

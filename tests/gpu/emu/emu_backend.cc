@@ -4,9 +4,9 @@
  * (`make gpu-emu`). Matrix products go to the CPU backend (cuBLAS is not emulated) after the bias
  * kernel, as cu_gemm does; the first-group F32 ops call the same launchers cu_* do, without
  * staging (emulated device memory is host memory). */
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <ucontext.h>
 
 #include <map>
 #include <mutex>
@@ -64,51 +64,149 @@ cudaError_t md_emu_set_smem_limit(const void *fn, int bytes)
     return cudaSuccess;
 }
 
-/* One launch: the block's threads, their barriers and the warp exchange area. */
+/* One launch. The threads of a block are fibers (ucontext) on the calling thread: each runs until
+ * it finishes or waits at a barrier (__syncthreads, or its warp's exchange in a shuffle); a barrier
+ * opens when every live thread of its scope waits at it. Deterministic, and a barrier some threads
+ * never reach (divergent __syncthreads or shuffle) is reported instead of hanging. */
+#define FIBER_STACK ((size_t)64 * 1024)
+struct fiber {
+    ucontext_t ctx;
+    char *stack;
+    int done;
+    int wait;           /* 0: runnable; 1: at the block barrier; 2: at its warp barrier */
+    unsigned long long gen; /* the barrier generation it waits for */
+};
 struct launch_ctx {
     dim3 grid, block;
     unsigned nthreads;
-    pthread_barrier_t block_bar;
-    std::vector<pthread_barrier_t> warp_bar;
+    std::vector<fiber> f;
     std::vector<float> xchg;
     std::vector<unsigned char> smem;
     const std::function<void()> *body;
+    ucontext_t sched;
+    unsigned cur_t;
+    unsigned long long block_gen;
+    std::vector<unsigned long long> warp_gen;
+    int broken;
+    int used_barrier; /* a thread of an earlier block waited at a barrier */
+    int direct;       /* blocks run thread after thread, without fibers */
 };
-static thread_local launch_ctx *cur;
+static launch_ctx *cur;
 
-void __syncthreads(void) { pthread_barrier_wait(&cur->block_bar); }
+static void yield_to_sched(void) { swapcontext(&cur->f[cur->cur_t].ctx, &cur->sched); }
+
+/* Waits at the barrier of scope KIND (1 block, 2 warp) with the others of that scope. */
+static void barrier_wait(int kind)
+{
+    if (cur->direct) {
+        fprintf(stderr, "emu: a barrier in a launch whose first block had none: not emulated\n");
+        abort();
+    }
+    cur->used_barrier = 1;
+    fiber &me = cur->f[cur->cur_t];
+    me.wait = kind;
+    me.gen = kind == 1 ? cur->block_gen : cur->warp_gen[cur->cur_t / 32];
+    yield_to_sched();
+}
+
+void __syncthreads(void) { barrier_wait(1); }
 
 float md_emu_shfl(float v, int src)
 {
-    const unsigned t = threadIdx.x, w = t / 32;
+    const unsigned t = cur->cur_t, w = t / 32;
     cur->xchg[t] = v;
-    pthread_barrier_wait(&cur->warp_bar[w]);
+    barrier_wait(2);
     float r = cur->xchg[w * 32 + src];
-    pthread_barrier_wait(&cur->warp_bar[w]);
+    barrier_wait(2);
     return r;
 }
 
 void *md_emu_dyn_smem(void) { return cur->smem.data(); }
 
-static void *thread_main(void *arg)
+static void fiber_main(void)
 {
-    launch_ctx *c = (launch_ctx *)((void **)arg)[0];
-    unsigned t = (unsigned)(uintptr_t)((void **)arg)[1];
-    cur = c;
-    threadIdx = md_emu_uint3{t % c->block.x, t / c->block.x % c->block.y, t / (c->block.x * c->block.y)};
-    blockDim = c->block;
-    gridDim = c->grid;
-    for (unsigned z = 0; z < c->grid.z; z++)
-        for (unsigned y = 0; y < c->grid.y; y++)
-            for (unsigned x = 0; x < c->grid.x; x++) {
-                if (t == 0) /* uninitialised shared memory reads as NaN */
-                    memset(c->smem.data(), 0xFF, c->smem.size());
-                pthread_barrier_wait(&c->block_bar);
-                blockIdx = md_emu_uint3{x, y, z};
-                (*c->body)();
-                pthread_barrier_wait(&c->block_bar); /* the block is done before the next starts */
+    (*cur->body)();
+    cur->f[cur->cur_t].done = 1;
+    /* returning resumes uc_link: the scheduler */
+}
+
+static void set_thread(unsigned t)
+{
+    cur->cur_t = t;
+    threadIdx = md_emu_uint3{t % cur->block.x, t / cur->block.x % cur->block.y, t / (cur->block.x * cur->block.y)};
+}
+
+/* Runs one block to the end; returns 0, or -1 when its threads can never all finish. */
+static int run_block(launch_ctx &c)
+{
+    if (c.direct) { /* no barriers in this kernel (its first block had none): plain calls */
+        memset(c.smem.data(), 0xFF, c.smem.size());
+        for (unsigned t = 0; t < c.nthreads; t++) {
+            set_thread(t);
+            (*c.body)();
+        }
+        return 0;
+    }
+    for (unsigned t = 0; t < c.nthreads; t++) {
+        fiber &fb = c.f[t];
+        fb.done = 0;
+        fb.wait = 0;
+        getcontext(&fb.ctx);
+        fb.ctx.uc_stack.ss_sp = fb.stack;
+        fb.ctx.uc_stack.ss_size = FIBER_STACK;
+        fb.ctx.uc_link = &c.sched;
+        makecontext(&fb.ctx, fiber_main, 0);
+    }
+    memset(c.smem.data(), 0xFF, c.smem.size()); /* uninitialised shared memory reads as NaN */
+    for (;;) {
+        int ran = 0;
+        for (unsigned t = 0; t < c.nthreads; t++) {
+            fiber &fb = c.f[t];
+            if (fb.done || fb.wait)
+                continue;
+            set_thread(t);
+            swapcontext(&c.sched, &fb.ctx);
+            ran = 1;
+        }
+        /* Open the barriers every live thread of the scope waits at. */
+        unsigned live = 0, at_block = 0;
+        for (unsigned t = 0; t < c.nthreads; t++)
+            if (!c.f[t].done) {
+                live++;
+                at_block += c.f[t].wait == 1;
             }
-    return nullptr;
+        if (live == 0)
+            return 0;
+        int opened = 0;
+        if (at_block == live) {
+            for (auto &fb : c.f)
+                if (!fb.done)
+                    fb.wait = 0;
+            c.block_gen++;
+            opened = 1;
+        }
+        for (unsigned w = 0; w * 32 < c.nthreads; w++) {
+            unsigned lo = w * 32, hi = std::min(c.nthreads, lo + 32), wl = 0, ww = 0;
+            for (unsigned t = lo; t < hi; t++)
+                if (!c.f[t].done) {
+                    wl++;
+                    ww += c.f[t].wait == 2;
+                }
+            if (wl && ww == wl) {
+                for (unsigned t = lo; t < hi; t++)
+                    if (!c.f[t].done)
+                        c.f[t].wait = 0;
+                c.warp_gen[w]++;
+                opened = 1;
+            }
+        }
+        if (!ran && !opened) {
+            fprintf(stderr, "emu: block (%u,%u,%u): %u threads wait at a barrier the others never reach (divergent "
+                            "__syncthreads or shuffle)\n",
+                    blockIdx.x, blockIdx.y, blockIdx.z, live);
+            return -1;
+        }
+    }
 }
 
 void md_emu_run(dim3 grid, dim3 block, size_t smem, const void *fn, const std::function<void()> &body)
@@ -128,6 +226,9 @@ void md_emu_run(dim3 grid, dim3 block, size_t smem, const void *fn, const std::f
         last_err = cudaErrorInvalidConfiguration;
         return;
     }
+    /* One launch at a time (the fibers' globals); launches from several threads take turns. */
+    static std::mutex run_mu;
+    std::lock_guard<std::mutex> lk(run_mu);
     launch_ctx c;
     c.grid = grid;
     c.block = block;
@@ -135,30 +236,35 @@ void md_emu_run(dim3 grid, dim3 block, size_t smem, const void *fn, const std::f
     c.body = &body;
     c.smem.assign(smem ? smem : 1, 0xFF);
     c.xchg.assign(nt, 0.0f);
-    pthread_barrier_init(&c.block_bar, nullptr, c.nthreads);
-    const unsigned nw = (c.nthreads + 31) / 32;
-    c.warp_bar.resize(nw);
-    for (unsigned w = 0; w < nw; w++)
-        pthread_barrier_init(&c.warp_bar[w], nullptr, std::min(32u, c.nthreads - w * 32));
-    std::vector<pthread_t> th(nt);
-    std::vector<void *> args(2 * nt);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    for (unsigned t = 0; t < nt; t++) {
-        args[2 * t] = &c;
-        args[2 * t + 1] = (void *)(uintptr_t)t;
-        if (pthread_create(&th[t], &attr, thread_main, &args[2 * t]) != 0) {
-            fprintf(stderr, "emu: cannot start thread %u of %llu\n", t, nt);
-            abort();
-        }
-    }
+    /* The fibers' stacks: one pool, kept from launch to launch (launches take turns). */
+    static std::vector<char> stacks;
+    if (stacks.size() < nt * FIBER_STACK)
+        stacks.resize(nt * FIBER_STACK);
+    c.f.resize(nt);
     for (unsigned t = 0; t < nt; t++)
-        pthread_join(th[t], nullptr);
-    pthread_attr_destroy(&attr);
-    pthread_barrier_destroy(&c.block_bar);
-    for (auto &b : c.warp_bar)
-        pthread_barrier_destroy(&b);
+        c.f[t].stack = stacks.data() + (size_t)t * FIBER_STACK;
+    c.block_gen = 0;
+    c.warp_gen.assign((nt + 31) / 32, 0);
+    c.broken = 0;
+    c.used_barrier = 0;
+    c.direct = 0;
+    launch_ctx *saved = cur;
+    cur = &c;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned z = 0; z < grid.z && !c.broken; z++)
+        for (unsigned y = 0; y < grid.y && !c.broken; y++)
+            for (unsigned x = 0; x < grid.x && !c.broken; x++) {
+                blockIdx = md_emu_uint3{x, y, z};
+                if (run_block(c) != 0) {
+                    c.broken = 1;
+                    last_err = cudaErrorInvalidValue;
+                }
+                /* After the first block: a kernel that never waited runs the rest directly (each
+                 * switch of ucontext costs a system call). */
+                c.direct = !c.used_barrier;
+            }
+    cur = saved;
 }
 
 /* ---------------------------------------------------------------- what backend_cuda.cu provides */
@@ -279,27 +385,31 @@ static md_status emu_gemm(md_prec prec, const void *x, int ldx, int m, int k, co
      * in double (the real library sums in F32, with TF32 rounding for MD_PREC_TF32). */
     const md_bt it = md_prec_input(prec);
     const md_gemm_call g = md_gemm_args(x, ldx, m, k, w, n, y);
-    const size_t is = md_bt_size(it);
-    auto in = [&](const void *p, size_t i) {
-        float v;
-        md_backend_cpu()->convert((const char *)p + i * is, it, &v, MD_BT_F32, 1);
-        return (double)v;
+    /* The stored inputs widened to float, as far as the call reads them. */
+    auto widen = [&](const void *p, size_t count) {
+        std::vector<float> v(count);
+        md_backend_cpu()->convert(p, it, v.data(), MD_BT_F32, count);
+        return v;
     };
+    const size_t na = g.transa ? (size_t)(g.M - 1) * g.lda + g.K : (size_t)(g.K - 1) * g.lda + g.M;
+    const size_t nb = g.transb ? (size_t)(g.K - 1) * g.ldb + g.N : (size_t)(g.N - 1) * g.ldb + g.K;
+    const std::vector<float> A = widen(g.A, na), B = widen(g.B, nb);
     const bool beta1 = bias || accumulate;
+    const size_t ys = md_bt_size(yt);
     for (int j = 0; j < g.N; j++)
         for (int i = 0; i < g.M; i++) {
             double s = 0;
             for (int l = 0; l < g.K; l++) {
-                double a = g.transa ? in(g.A, (size_t)l + (size_t)i * g.lda) : in(g.A, (size_t)i + (size_t)l * g.lda);
-                double b = g.transb ? in(g.B, (size_t)j + (size_t)l * g.ldb) : in(g.B, (size_t)l + (size_t)j * g.ldb);
+                double a = g.transa ? A[(size_t)l + (size_t)i * g.lda] : A[(size_t)i + (size_t)l * g.lda];
+                double b = g.transb ? B[(size_t)j + (size_t)l * g.ldb] : B[(size_t)l + (size_t)j * g.ldb];
                 s += a * b;
             }
             const size_t ci = (size_t)i + (size_t)j * g.ldc;
             float c = 0;
             if (beta1)
-                md_backend_cpu()->convert((const char *)g.C + ci * md_bt_size(yt), yt, &c, MD_BT_F32, 1);
+                md_backend_cpu()->convert((const char *)g.C + ci * ys, yt, &c, MD_BT_F32, 1);
             float v = (float)(s + c);
-            md_backend_cpu()->convert(&v, MD_BT_F32, (char *)g.C + ci * md_bt_size(yt), yt, 1);
+            md_backend_cpu()->convert(&v, MD_BT_F32, (char *)g.C + ci * ys, yt, 1);
         }
     return MD_OK;
 }
