@@ -197,6 +197,8 @@ $(BUILD)/gpu/test_backend_ops_emu: tests/unit/test_backend_ops.c $(OBJ) $(EMU_OB
 
 gpu-emu: $(BUILD)/gpu/test_backend_ops_emu
 	./$(BUILD)/gpu/test_backend_ops_emu
+	MD_EMU_ORDER=reverse ./$(BUILD)/gpu/test_backend_ops_emu 2>&1 | tail -n 1
+	MD_EMU_ORDER=shuffle ./$(BUILD)/gpu/test_backend_ops_emu 2>&1 | tail -n 1
 
 clean:
 	rm -rf build build-asan momentd

@@ -136,13 +136,35 @@ static void set_thread(unsigned t)
     threadIdx = md_emu_uint3{t % cur->block.x, t / cur->block.x % cur->block.y, t / (cur->block.x * cur->block.y)};
 }
 
+/* The order threads run in between barriers: MD_EMU_ORDER=forward (default), reverse, or
+ * shuffle (a permutation per round): a missing __syncthreads shows up as a different result in
+ * one of them. */
+static unsigned emu_order(unsigned i, unsigned n, unsigned round)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("MD_EMU_ORDER");
+        mode = e && strcmp(e, "reverse") == 0 ? 1 : e && strcmp(e, "shuffle") == 0 ? 2 : 0;
+    }
+    if (mode == 1)
+        return n - 1 - i;
+    if (mode == 2 && n > 1) {
+        /* i -> (a i + b) mod n with a odd and coprime to n: a permutation that changes per round */
+        unsigned a = 2 * (round * 7 + 3) + 1;
+        while (std::__gcd(a, n) != 1)
+            a += 2;
+        return (unsigned)(((unsigned long long)a * i + round * 13 + blockIdx.x) % n);
+    }
+    return i;
+}
+
 /* Runs one block to the end; returns 0, or -1 when its threads can never all finish. */
 static int run_block(launch_ctx &c)
 {
     if (c.direct) { /* no barriers in this kernel (its first block had none): plain calls */
         memset(c.smem.data(), 0xFF, c.smem.size());
-        for (unsigned t = 0; t < c.nthreads; t++) {
-            set_thread(t);
+        for (unsigned i = 0; i < c.nthreads; i++) {
+            set_thread(emu_order(i, c.nthreads, 0));
             (*c.body)();
         }
         return 0;
@@ -158,9 +180,10 @@ static int run_block(launch_ctx &c)
         makecontext(&fb.ctx, fiber_main, 0);
     }
     memset(c.smem.data(), 0xFF, c.smem.size()); /* uninitialised shared memory reads as NaN */
-    for (;;) {
+    for (unsigned round = 0;; round++) {
         int ran = 0;
-        for (unsigned t = 0; t < c.nthreads; t++) {
+        for (unsigned i = 0; i < c.nthreads; i++) {
+            const unsigned t = emu_order(i, c.nthreads, round);
             fiber &fb = c.f[t];
             if (fb.done || fb.wait)
                 continue;
