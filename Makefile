@@ -197,8 +197,10 @@ $(BUILD)/gpu/test_backend_ops_emu: tests/unit/test_backend_ops.c $(OBJ) $(EMU_OB
 
 gpu-emu: $(BUILD)/gpu/test_backend_ops_emu
 	./$(BUILD)/gpu/test_backend_ops_emu
-	MD_EMU_ORDER=reverse ./$(BUILD)/gpu/test_backend_ops_emu 2>&1 | tail -n 1
-	MD_EMU_ORDER=shuffle ./$(BUILD)/gpu/test_backend_ops_emu 2>&1 | tail -n 1
+	@for o in reverse shuffle; do echo "== MD_EMU_ORDER=$$o"; \
+		MD_EMU_ORDER=$$o ./$(BUILD)/gpu/test_backend_ops_emu > $(BUILD)/gpu/emu-$$o.log 2>&1 || \
+		{ grep -E "FAIL|emu:" $(BUILD)/gpu/emu-$$o.log | head -n 20; tail -n 1 $(BUILD)/gpu/emu-$$o.log; exit 1; }; \
+		tail -n 1 $(BUILD)/gpu/emu-$$o.log; done
 
 clean:
 	rm -rf build build-asan momentd
