@@ -24,6 +24,7 @@
 #define _XOPEN_SOURCE 700
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1015,6 +1016,44 @@ static void case_mamba_dev(int dirs, int final_norm, int L)
 
 static char g_dir[PATH_MAX];
 
+/* Several threads embedding with one model on the device path at once: each call takes the kept
+ * scratch buffer or its own, and (CUDA) runs on its thread's stream. */
+typedef struct clip_job {
+    md_clip *m;
+    const float *px;
+    int n, E, rounds;
+    float *out;
+    md_status st;
+} clip_job;
+
+static void *clip_job_run(void *p)
+{
+    clip_job *j = p;
+    char err[256];
+    for (int r = 0; r < j->rounds && j->st == MD_OK; r++)
+        j->st = md_clip_embed_images(j->m, j->px, j->n, j->out, NULL, err, sizeof err);
+    return NULL;
+}
+
+static void clip_threads(md_clip *dev, const float *px, int n, int E, const float *want)
+{
+    enum { NT = 3 };
+    clip_job jobs[NT];
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++) {
+        jobs[i] = (clip_job){dev, px, n, E, 3, malloc((size_t)n * E * 4), MD_OK};
+        pthread_create(&th[i], NULL, clip_job_run, &jobs[i]);
+    }
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(jobs[i].st, MD_OK);
+        char what[64];
+        snprintf(what, sizeof what, "clip device path, thread %d of %d at once", i + 1, NT);
+        compare(what, jobs[i].out, want, (size_t)n * E, 1e-6);
+        free(jobs[i].out);
+    }
+}
+
 /* Embeddings of the demo model through BE's device path, against the CPU's host path. */
 static void case_clip_device_path(const char *prec)
 {
@@ -1050,6 +1089,8 @@ static void case_clip_device_path(const char *prec)
             fprintf(stderr, "  %s clip images: %s\n", BE->name, err);
         CHECK_EQ_INT(st, MD_OK);
         CHECK_EQ_INT(md_clip_embed_images(dev, px, n, e3, NULL, err, sizeof err), MD_OK);
+        if (exact)
+            clip_threads(dev, px, n, E, e3);
         double worst = 1;
         for (int i = 0; i < n; i++) {
             double c = 0, c3 = 0;
