@@ -512,7 +512,7 @@ static md_status cu_attention(const float *qkv, int batch, int t, int heads, int
     size_t rows = (size_t)batch * t, d = (size_t)heads * hd;
     const void *dq = sg.map(qkv, rows * 3 * d * 4, 1, 0);
     void *dout = sg.map(out, rows * d * 4, 0, 1);
-    md_status rc = sg.st == MD_OK ? md_cu_attention(dq, MD_BT_F32, batch, t, heads, hd, causal, dout, MD_BT_F32) : sg.st;
+    md_status rc = sg.st == MD_OK ? md_cu_attention(dq, MD_BT_F32, nullptr, batch, t, heads, hd, causal, dout, MD_BT_F32) : sg.st;
     return sg.finish(rc);
 }
 

@@ -88,8 +88,8 @@ md_status md_cu_bias_act(md_op act, const void *x, md_bt xt, const float *b, siz
 md_status md_cu_bias_rows(void *y, md_bt yt, const float *bias, int rows, int cols, int accumulate);
 md_status md_cu_add_layernorm(float *x, const void *r, md_bt rt, const float *rb, int rows, int dim,
                               const float *g, const float *b, float eps, void *y, md_bt yt);
-md_status md_cu_attention(const void *qkv, md_bt qt, int batch, int t, int heads, int hd, int causal, void *out,
-                          md_bt ot);
+md_status md_cu_attention(const void *qkv, md_bt qt, const float *bias, int batch, int t, int heads, int hd,
+                          int causal, void *out, md_bt ot);
 md_status md_cu_im2col(const float *px, int n, int s, int p, void *cols, md_bt ct);
 md_status md_cu_embed_tokens(const float *patches, const float *cls, const float *pos, int n, int np, int d,
                              float *x);

@@ -251,7 +251,7 @@ md_status md_cu_add_layernorm(float *x, const void *r, md_bt rt, const float *rb
 
 template <typename TQ, typename TO>
 __global__ void __launch_bounds__(ATT_WARPS * 32)
-    attention_k(const TQ *qkv, int t, int heads, int hd, int causal, float scale, TO *out)
+    attention_k(const TQ *qkv, const float *bias, int t, int heads, int hd, int causal, float scale, TO *out)
 {
     MD_EXTERN_SHARED(float, sm);
     const int hdp = hd + 1; /* padded key rows: lane j reading row j, column c hits distinct banks */
@@ -263,7 +263,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
 
     for (int i = threadIdx.x; i < ATT_QB * hd; i += blockDim.x) {
         int qi = i / hd, c = i - qi * hd, row = q0 + qi;
-        qs[i] = row < t ? md_ld(qkv, base + (size_t)row * ld + h * hd + c) * scale : 0.0f;
+        qs[i] = row < t ? (md_ld(qkv, base + (size_t)row * ld + h * hd + c) + (bias ? bias[h * hd + c] : 0.0f)) * scale
+                        : 0.0f;
     }
     float m[ATT_QPW], l[ATT_QPW], o[ATT_QPW][4];
 #pragma unroll
@@ -285,6 +286,10 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
                 size_t rowo = base + (size_t)key * ld + h * hd + c;
                 kv = md_ld(qkv, rowo + d);
                 vv = md_ld(qkv, rowo + 2 * d);
+                if (bias) {
+                    kv += bias[d + h * hd + c];
+                    vv += bias[2 * d + h * hd + c];
+                }
             }
             ks[j * hdp + c] = kv;
             vs[j * hd + c] = vv;
@@ -344,8 +349,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32)
     }
 }
 
-md_status md_cu_attention(const void *qkv, md_bt qt, int batch, int t, int heads, int hd, int causal, void *out,
-                          md_bt ot)
+md_status md_cu_attention(const void *qkv, md_bt qt, const float *bias, int batch, int t, int heads, int hd,
+                          int causal, void *out, md_bt ot)
 {
     cudaStream_t s = md_cu_stream();
     if (!s)
@@ -363,7 +368,7 @@ md_status md_cu_attention(const void *qkv, md_bt qt, int batch, int t, int heads
         return with_type(ot, [&](auto *to) {
             using TQ = typename std::remove_pointer<decltype(tq)>::type;
             using TO = typename std::remove_pointer<decltype(to)>::type;
-            MD_LAUNCH(grid, ATT_WARPS * 32, smem, s, attention_k<TQ, TO>)((const TQ *)qkv, t, heads, hd, causal, scale,
+            MD_LAUNCH(grid, ATT_WARPS * 32, smem, s, attention_k<TQ, TO>)((const TQ *)qkv, bias, t, heads, hd, causal, scale,
                                                                    (TO *)out);
             return md_cu_check("attention");
         });

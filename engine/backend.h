@@ -184,9 +184,11 @@ typedef struct md_backend_i {
      * double on the CPU and F32 on the device) of type YT. Y may be X when YT is F32. */
     md_status (*add_layernorm)(float *x, const void *r, md_bt rt, const float *rb, int rows, int dim,
                                const float *g, const float *b, float eps, void *y, md_bt yt);
-    /* MD_OP_ATTENTION_EX: MD_OP_ATTENTION with QKV of type QT and OUT of type OT (math in F32). */
-    md_status (*attention_ex)(const void *qkv, md_bt qt, int batch, int t, int heads, int hd, int causal,
-                              void *out, md_bt ot);
+    /* MD_OP_ATTENTION_EX: MD_OP_ATTENTION with QKV of type QT and OUT of type OT (math in F32), and
+     * BIAS ([3 * heads * hd] F32, or NULL) added to every row of QKV as it is read: the q|k|v
+     * projection's bias, so that the product before it needs no bias pass. */
+    md_status (*attention_ex)(const void *qkv, md_bt qt, const float *bias, int batch, int t, int heads, int hd,
+                              int causal, void *out, md_bt ot);
     /* MD_OP_PATCH_EMBED: N images 3 x S x S (F32, planar) to rows [n * g * g, 3 P P] of type CT,
      * g = S / P: row (i, gy, gx) holds its patch channel-major, then row-major (the order of a
      * Conv2d weight [D, 3, P, P] flattened). */

@@ -430,14 +430,18 @@ static md_status cpu_add_layernorm(float *x, const void *r, md_bt rt, const floa
     return MD_OK;
 }
 
-static md_status cpu_attention_ex(const void *qkv, md_bt qt, int batch, int t, int heads, int hd, int causal,
-                                  void *out, md_bt ot)
+static md_status cpu_attention_ex(const void *qkv, md_bt qt, const float *bias, int batch, int t, int heads, int hd,
+                                  int causal, void *out, md_bt ot)
 {
     const size_t rows = (size_t)batch * t, d = (size_t)heads * hd;
-    float *q = qt == MD_BT_F32 ? NULL : widen(qkv, qt, rows, 3 * d, 3 * d);
+    float *q = qt == MD_BT_F32 && !bias ? NULL : widen(qkv, qt, rows, 3 * d, 3 * d);
     float *o = ot == MD_BT_F32 ? NULL : malloc(rows * d * sizeof *o + 1);
     md_status st;
-    if ((qt != MD_BT_F32 && !q) || (ot != MD_BT_F32 && !o))
+    if (q && bias)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < 3 * d; c++)
+                q[r * 3 * d + c] += bias[c];
+    if (((qt != MD_BT_F32 || bias) && !q) || (ot != MD_BT_F32 && !o))
         st = nomem("attention_ex", rows * 4 * d * sizeof(float));
     else if ((st = cpu_attention(q ? q : qkv, batch, t, heads, hd, causal, o ? o : out)) == MD_OK && o)
         cpu_convert(o, MD_BT_F32, out, ot, rows * d);

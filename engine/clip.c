@@ -19,7 +19,7 @@
  * product are written in the product's input type by the op before it (layernorm, activation,
  * attention), and each residual add is fused with the layernorm that follows it:
  *
- *   h = LN1(x + pending)  ->  qkv = h Wqkv + b  ->  a = attention(qkv)  ->  t = a Wo
+ *   h = LN1(x + pending)  ->  qkv = h Wqkv  ->  a = attention(qkv + b)  ->  t = a Wo
  *   h = LN2(x += t + bo)  ->  m = act(h W1 + b1) ->  t = m W2  ->  pending = t + b2
  *
  * Its scratch memory is sized from the backend's memory left under the budget (gpu_mem), and
@@ -876,8 +876,8 @@ static md_status dev_layers(const md_clip *m, const tower *tw, const dev_tower *
     for (int li = 0; li < c->layers; li++) {
         const dev_layer *l = &dt->l[li];
         TRY(be->add_layernorm(b->x, r, MD_BT_F32, rb, R, D, l->ln1_g, l->ln1_b, c->eps, b->h, wt));
-        TRY(be->gemm(m->prec, b->h, D, R, D, l->qkv_w, l->qkv_b, 3 * D, b->qkv, wt, 0));
-        TRY(be->attention_ex(b->qkv, wt, batch, t, c->heads, D / c->heads, causal, b->a, wt));
+        TRY(be->gemm(m->prec, b->h, D, R, D, l->qkv_w, NULL, 3 * D, b->qkv, wt, 0));
+        TRY(be->attention_ex(b->qkv, wt, l->qkv_b, batch, t, c->heads, D / c->heads, causal, b->a, wt));
         TRY(be->gemm(m->prec, b->a, D, R, D, l->o_w, NULL, D, b->t, MD_BT_F32, 0));
         TRY(be->add_layernorm(b->x, b->t, MD_BT_F32, l->o_b, R, D, l->ln2_g, l->ln2_b, c->eps, b->h, wt));
         TRY(be->gemm(m->prec, b->h, D, R, D, l->fc1_w, NULL, I, b->mm, wt, 0));

@@ -473,16 +473,19 @@ static void case_add_layernorm(md_bt rt, md_bt yt, int withr, int y_mode, int di
     free(x), free(r), free(rb), free(g), free(b), free(rr), free(rh), free(xref), free(yref);
 }
 
-static void case_attention(md_bt qt, md_bt ot, int batch, int t, int heads, int hd, int causal)
+static void case_attention(md_bt qt, md_bt ot, int batch, int t, int heads, int hd, int causal, int withb)
 {
     if (!has(MD_OP_ATTENTION_EX))
         return;
-    seed(400 + qt + ot * 3 + t + hd + causal);
+    seed(400 + qt + ot * 3 + t + hd + causal + withb);
     const size_t rows = (size_t)batch * t, d = (size_t)heads * hd;
-    float *qkv = rand_f(rows * 3 * d, 2);
+    float *qkv = rand_f(rows * 3 * d, 2), *bias = rand_f(3 * d, 1);
     float *qr = rounded(qkv, rows * 3 * d, qt);
     void *qh = to_type(qkv, rows * 3 * d, qt);
     float *ref = malloc(rows * d * 4);
+    if (withb)
+        for (size_t i = 0; i < rows * 3 * d; i++)
+            qr[i] += bias[i % (3 * d)]; /* the op adds the bias in F32 to the stored values */
     if (is_cpu()) {
         ref_attention(qr, batch, t, heads, hd, causal, ref);
         float *tt = rounded(ref, rows * d, ot);
@@ -490,24 +493,25 @@ static void case_attention(md_bt qt, md_bt ot, int batch, int t, int heads, int 
         free(tt);
     } else {
         void *oc = malloc(rows * d * 4);
-        CHECK_EQ_INT(CPU->attention_ex(qh, qt, batch, t, heads, hd, causal, oc, ot), MD_OK);
+        CHECK_EQ_INT(CPU->attention_ex(qh, qt, withb ? bias : NULL, batch, t, heads, hd, causal, oc, ot), MD_OK);
         float *tt = to_float(oc, rows * d, ot);
         memcpy(ref, tt, rows * d * 4);
         free(tt);
         free(oc);
     }
-    void *dq = d_up(qh, rows * 3 * d * md_bt_size(qt)), *dout = d_poison(rows * d * md_bt_size(ot));
-    md_status st = BE->attention_ex(dq, qt, batch, t, heads, hd, causal, dout, ot);
+    void *dq = d_up(qh, rows * 3 * d * md_bt_size(qt)), *dout = d_poison(rows * d * md_bt_size(ot)),
+         *db = d_up(bias, 3 * d * 4);
+    md_status st = BE->attention_ex(dq, qt, withb ? db : NULL, batch, t, heads, hd, causal, dout, ot);
     if (st != MD_OK)
         fprintf(stderr, "  %s attention: %s\n", BE->name, BE->last_error());
     CHECK_EQ_INT(st, MD_OK);
     float *got = d_get(dout, rows * d, ot);
     char what[96];
-    snprintf(what, sizeof what, "attention %s->%s b=%d t=%d h=%d hd=%d%s", md_bt_name(qt), md_bt_name(ot), batch, t,
-             heads, hd, causal ? " causal" : "");
+    snprintf(what, sizeof what, "attention %s->%s b=%d t=%d h=%d hd=%d%s%s", md_bt_name(qt), md_bt_name(ot), batch, t,
+             heads, hd, causal ? " causal" : "", withb ? " bias" : "");
     compare(what, got, ref, rows * d, ot != MD_BT_F32 || qt != MD_BT_F32 ? tol(1e-3, 8e-3) : tol(1e-5, 1e-5));
-    d_free(dq), d_free(dout);
-    free(qkv), free(qr), free(qh), free(ref), free(got);
+    d_free(dq), d_free(dout), d_free(db);
+    free(qkv), free(bias), free(qr), free(qh), free(ref), free(got);
 }
 
 static void case_embeddings(md_bt ct)
@@ -947,7 +951,7 @@ static void case_refusals(void)
     if (is_cpu())
         return;
     void *q = d_new(3 * 256 * 4), *o = d_new(256 * 4);
-    md_status st = BE->attention_ex(q, MD_BT_F32, 1, 1, 1, 256, 0, o, MD_BT_F32);
+    md_status st = BE->attention_ex(q, MD_BT_F32, NULL, 1, 1, 1, 256, 0, o, MD_BT_F32);
     fprintf(stderr, "  %-4s %-44s %s: %s\n", BE->name, "attention head size 256", md_status_str(st), BE->last_error());
     CHECK(st == MD_OK || st == MD_ERR_UNSUPPORTED);
     CHECK_EQ_INT(BE->gemm(MD_PREC_F32, q, 4, 2, 4, q, NULL, 4, o, MD_BT_F16, 0), MD_ERR_UNSUPPORTED);
@@ -1184,12 +1188,12 @@ static void run_all(void)
     case_add_layernorm(MD_BT_BF16, MD_BT_BF16, 1, 0, 100);
     case_add_layernorm(MD_BT_F32, MD_BT_F32, 1, 1, 64);
     case_add_layernorm(MD_BT_F32, MD_BT_F32, 1, 2, 64);
-    case_attention(MD_BT_F32, MD_BT_F32, 3, 11, 4, 8, 0);
-    case_attention(MD_BT_F32, MD_BT_F32, 2, 50, 3, 64, 0);
-    case_attention(MD_BT_F32, MD_BT_F32, 1, 77, 2, 64, 1);
-    case_attention(MD_BT_F16, MD_BT_F16, 4, 50, 2, 64, 0);
-    case_attention(MD_BT_BF16, MD_BT_F32, 2, 40, 2, 96, 1);
-    case_attention(MD_BT_F32, MD_BT_F32, 1, 70, 1, 128, 0);
+    case_attention(MD_BT_F32, MD_BT_F32, 3, 11, 4, 8, 0, 0);
+    case_attention(MD_BT_F32, MD_BT_F32, 2, 50, 3, 64, 0, 1);
+    case_attention(MD_BT_F32, MD_BT_F32, 1, 77, 2, 64, 1, 1);
+    case_attention(MD_BT_F16, MD_BT_F16, 4, 50, 2, 64, 0, 1);
+    case_attention(MD_BT_BF16, MD_BT_F32, 2, 40, 2, 96, 1, 0);
+    case_attention(MD_BT_F32, MD_BT_F32, 1, 70, 1, 128, 0, 0);
     case_embeddings(MD_BT_F32);
     case_embeddings(MD_BT_F16);
     case_preprocess(64, 48, 24, 2);      /* downscale, landscape */

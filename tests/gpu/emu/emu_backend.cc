@@ -453,7 +453,7 @@ static md_status emu_activation(md_op op, float *x, size_t n)
 }
 static md_status emu_attention(const float *qkv, int batch, int t, int heads, int hd, int causal, float *out)
 {
-    return md_cu_attention(qkv, MD_BT_F32, batch, t, heads, hd, causal, out, MD_BT_F32);
+    return md_cu_attention(qkv, MD_BT_F32, nullptr, batch, t, heads, hd, causal, out, MD_BT_F32);
 }
 static md_status emu_bias_act(md_op act, const void *x, md_bt xt, const float *b, int rows, int cols, void *y, md_bt yt)
 {
