@@ -85,15 +85,22 @@ md_status md_cu_convert(const void *x, md_bt xt, void *y, md_bt yt, size_t n)
     });
 }
 
+/* Without a bias: a flat grid-stride loop. With one: a block per row (grid-stride over rows), the
+ * threads across the row's columns, so no element needs a division to find its column. */
 template <typename TI, typename TO>
 __global__ void bias_act_k(const TI *x, const float *b, size_t total, int cols, int act, TO *y)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        float v = md_ld(x, i);
-        if (b)
-            v += b[i % cols];
-        md_st(y, i, act_f(act, v));
+    if (!b) {
+        for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
+            md_st(y, i, act_f(act, md_ld(x, i)));
+        return;
     }
+    const size_t rows = total / cols;
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x)
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const size_t i = r * cols + c;
+            md_st(y, i, act_f(act, md_ld(x, i) + b[c]));
+        }
 }
 
 md_status md_cu_bias_act(md_op act, const void *x, md_bt xt, const float *b, size_t total, int cols, void *y, md_bt yt)
@@ -109,19 +116,22 @@ md_status md_cu_bias_act(md_op act, const void *x, md_bt xt, const float *b, siz
         return with_type(yt, [&](auto *to) {
             using TI = typename std::remove_pointer<decltype(ti)>::type;
             using TO = typename std::remove_pointer<decltype(to)>::type;
-            MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, bias_act_k<TI, TO>)((const TI *)x, b, total, cols, (int)act,
+            const unsigned blocks = b ? (unsigned)(total / cols < 65535u * 16 ? total / cols : 65535u * 16)
+                                      : md_cu_blocks(total, 256);
+            MD_LAUNCH(blocks ? blocks : 1, 256, 0, s, bias_act_k<TI, TO>)((const TI *)x, b, total, cols, (int)act,
                                                                          (TO *)y);
             return md_cu_check("bias_act");
         });
     });
 }
 
-template <typename T> __global__ void bias_rows_k(T *y, const float *bias, size_t total, int cols, int accumulate)
+template <typename T> __global__ void bias_rows_k(T *y, const float *bias, int rows, int cols, int accumulate)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        float v = bias[i % cols];
-        md_st(y, i, accumulate ? md_ld(y, i) + v : v);
-    }
+    for (int r = blockIdx.x; r < rows; r += gridDim.x)
+        for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+            const size_t i = (size_t)r * cols + c;
+            md_st(y, i, accumulate ? md_ld(y, i) + bias[c] : bias[c]);
+        }
 }
 
 md_status md_cu_bias_rows(void *y, md_bt yt, const float *bias, int rows, int cols, int accumulate)
@@ -134,7 +144,8 @@ md_status md_cu_bias_rows(void *y, md_bt yt, const float *bias, int rows, int co
         return MD_OK;
     return with_type(yt, [&](auto *to) {
         using TO = typename std::remove_pointer<decltype(to)>::type;
-        MD_LAUNCH(md_cu_blocks(total, 256), 256, 0, s, bias_rows_k<TO>)((TO *)y, bias, total, cols, accumulate);
+        MD_LAUNCH(rows < 65535 * 16 ? rows : 65535 * 16, 256, 0, s, bias_rows_k<TO>)((TO *)y, bias, rows, cols,
+                                                                                       accumulate);
         return md_cu_check("gemm bias");
     });
 }
