@@ -84,6 +84,8 @@ static int serve(int argc, char **argv, int first)
         rc = 2;
         goto out;
     }
+    if (cfg.gpu_mem > 0 && srv.backend->set_mem_budget)
+        srv.backend->set_mem_budget((size_t)cfg.gpu_mem);
     /* Workers run their matrix products at the same time: split the cores between them
      * rather than letting each OpenBLAS call spread over all of them. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
