@@ -733,68 +733,10 @@ md_status md_backend_select(const char *device, const md_backend_i **out, char *
 
 /* ---------------------------------------------------------------- Pillow's coefficients */
 
-/* Keys' cubic convolution kernel with a = -0.5 (Pillow's bicubic_filter), support 2. */
-static double bicubic(double x)
-{
-    const double a = -0.5;
-    if (x < 0.0)
-        x = -x;
-    if (x < 1.0)
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-    if (x < 2.0)
-        return (((x - 5) * x + 8) * x - 4) * a;
-    return 0.0;
-}
-
-#define PRECISION_BITS (32 - 8 - 2)
-
-/* The same arithmetic as video/preprocess.c's coeffs() (Pillow's Resample.c), which the
- * backend-ops test checks bit for bit through md_video_preprocess_rgb. */
+/* Pillow's weights: one implementation, in video/preprocess.c. */
 int md_backend_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk)
 {
-    if (in_size < 1 || out_size < 1 || n < 0 || out0 < 0 || out0 + n > out_size)
-        return -1;
-    const float in0 = 0.0f, in1 = (float)in_size;
-    double scale = (double)(in1 - in0) / out_size;
-    double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = 2.0 * filterscale;
-    int ksize = (int)ceil(support) * 2 + 1;
-    if (!bounds || !kk)
-        return ksize;
-    double *k = malloc((size_t)ksize * sizeof *k);
-    if (!k)
-        return -1;
-    for (int i = 0; i < n; i++) {
-        int xx = out0 + i;
-        double center = in0 + (xx + 0.5) * scale;
-        double ww = 0.0, ss = 1.0 / filterscale;
-        int xmin = (int)(center - support + 0.5); /* truncation, as Pillow */
-        if (xmin < 0)
-            xmin = 0;
-        int xmax = (int)(center + support + 0.5);
-        if (xmax > in_size)
-            xmax = in_size;
-        xmax -= xmin;
-        int x;
-        for (x = 0; x < xmax; x++) {
-            double w = bicubic((x + xmin - center + 0.5) * ss);
-            k[x] = w;
-            ww += w;
-        }
-        for (x = 0; x < xmax; x++)
-            if (ww != 0.0)
-                k[x] /= ww;
-        for (; x < ksize; x++)
-            k[x] = 0;
-        int32_t *ki = kk + (size_t)i * (size_t)ksize;
-        for (x = 0; x < ksize; x++)
-            ki[x] = k[x] < 0 ? (int32_t)(-0.5 + k[x] * (1 << PRECISION_BITS))
-                             : (int32_t)(0.5 + k[x] * (1 << PRECISION_BITS));
-        bounds[2 * i] = xmin;
-        bounds[2 * i + 1] = xmax;
-    }
-    free(k);
-    return ksize;
+    return md_video_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk);
 }
 
 md_status md_backend_resize_dims(int w, int h, int s, int *rw, int *rh)

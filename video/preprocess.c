@@ -42,26 +42,21 @@ static double bicubic(double x)
     return 0.0;
 }
 
-/* Pillow's precompute_coeffs() followed by normalize_coeffs_8bpc(), for the N output positions
- * starting at OUT0 of a resize from IN_SIZE to OUT_SIZE. Writes N (xmin, count) pairs to BOUNDS
- * and N rows of KSIZE fixed-point weights to KK; returns KSIZE, or -1 when out of memory. */
-static int coeffs(int in_size, int out_size, int out0, int n, int **bounds_out, int32_t **kk_out)
+int md_video_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk)
 {
+    if (in_size < 1 || out_size < 1 || n < 0 || out0 < 0 || out0 + n > out_size)
+        return -1;
     /* Pillow takes the box edges as float; (double)(in1 - in0) is in_size exactly. */
     const float in0 = 0.0f, in1 = (float)in_size;
     double scale = (double)(in1 - in0) / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 2.0 * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
-    int *bounds = malloc(sizeof(int) * 2 * (size_t)n);
-    int32_t *kk = malloc(sizeof(int32_t) * (size_t)ksize * (size_t)n);
+    if (!bounds || !kk)
+        return ksize;
     double *k = malloc(sizeof(double) * (size_t)ksize);
-    if (!bounds || !kk || !k) {
-        free(bounds);
-        free(kk);
-        free(k);
+    if (!k)
         return -1;
-    }
     for (int i = 0; i < n; i++) {
         int xx = out0 + i;
         double center = in0 + (xx + 0.5) * scale;
@@ -92,6 +87,22 @@ static int coeffs(int in_size, int out_size, int out0, int n, int **bounds_out, 
         bounds[2 * i + 1] = xmax;
     }
     free(k);
+    return ksize;
+}
+
+/* md_video_bicubic_coeffs into freshly allocated tables (the caller frees both). */
+static int coeffs(int in_size, int out_size, int out0, int n, int **bounds_out, int32_t **kk_out)
+{
+    int ksize = md_video_bicubic_coeffs(in_size, out_size, out0, n, NULL, NULL);
+    if (ksize < 0)
+        return -1;
+    int *bounds = malloc(sizeof(int) * 2 * (size_t)(n ? n : 1));
+    int32_t *kk = malloc(sizeof(int32_t) * (size_t)ksize * (size_t)(n ? n : 1));
+    if (!bounds || !kk || md_video_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk) < 0) {
+        free(bounds);
+        free(kk);
+        return -1;
+    }
     *bounds_out = bounds;
     *kk_out = kk;
     return ksize;

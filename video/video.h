@@ -43,6 +43,7 @@
 #include "../engine/status.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct md_video_info {
     long long duration_ms; /* -1 when unknown; from the headers, else the scanned timestamps,
@@ -242,5 +243,12 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
 md_status md_video_preprocess_rgb(const unsigned char *pixels, int width, int height, ptrdiff_t stride,
                                   int channels, int rotation, int size, const float mean[3], const float std[3],
                                   float *out_chw);
+
+/* Pillow's bicubic resampling weights (precompute_coeffs + normalize_coeffs_8bpc, fixed point
+ * with 22 fraction bits) for the N output positions starting at OUT0 of a resize of one axis from
+ * IN_SIZE to OUT_SIZE: N (first input index, count) pairs into BOUNDS and N rows of KSIZE weights
+ * into KK. Returns KSIZE (also when BOUNDS or KK is NULL, to size the tables first), or -1 for bad
+ * arguments or no memory. Shared by the CPU preprocessing and the CUDA kernel's tables. */
+int md_video_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk);
 
 #endif
