@@ -172,23 +172,6 @@ static int probe_interrupt(void *opaque, long long done, long long total)
     return interrupt_cb(opaque);
 }
 
-static md_status open_error(int ret, int cancelled, char *err, size_t errlen)
-{
-    char reason[AV_ERROR_MAX_STRING_SIZE];
-    if (cancelled)
-        return md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
-    av_strerror(ret, reason, sizeof reason);
-    if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
-        return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
-    if (ret == AVERROR(EACCES) || ret == AVERROR(EPERM))
-        return md_errf(err, errlen, MD_ERR_IO, "cannot open file: %s", reason);
-    if (ret == AVERROR(EIO))
-        return md_errf(err, errlen, MD_ERR_IO, "cannot read file: %s", reason);
-    if (ret == AVERROR(ENOMEM))
-        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
-    return md_errf(err, errlen, MD_ERR_MEDIA, "not a video file: %s", reason);
-}
-
 /* Opens PATH as md_video_probe does (stat first, the "file" protocol only), polling OPAQUE's
  * interrupt through interrupt_cb when D is given. *FMT is NULL on failure. */
 static md_status open_input(const char *path, md_video_decoder *d, AVFormatContext **fmt, char *err, size_t errlen)
@@ -196,20 +179,9 @@ static md_status open_input(const char *path, md_video_decoder *d, AVFormatConte
     md_status st = MD_OK;
     AVDictionary *opts = NULL;
     char *url = NULL;
-    char reason[AV_ERROR_MAX_STRING_SIZE];
     *fmt = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR)
-            return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
-        av_strerror(AVERROR(e), reason, sizeof reason);
-        return md_errf(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
-    }
-    if (!S_ISREG(sb.st_mode))
-        return md_errf(err, errlen, MD_ERR_MEDIA, "not a regular file");
-    if (sb.st_size == 0)
-        return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
+    if ((st = md_video_check_file(path, NULL, err, errlen)) != MD_OK)
+        return st;
     url = av_asprintf("file:%s", path);
     AVFormatContext *f = avformat_alloc_context();
     if (!url || !f || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
@@ -223,13 +195,13 @@ static md_status open_input(const char *path, md_video_decoder *d, AVFormatConte
     }
     int ret = avformat_open_input(&f, url, NULL, &opts); /* frees f on failure */
     if (ret < 0) {
-        st = open_error(ret, d && d->cancelled, err, errlen);
+        st = md_video_open_error(ret, d && d->cancelled, err, errlen);
         goto out;
     }
     ret = avformat_find_stream_info(f, NULL);
     if (ret < 0 && ((d && d->cancelled) || ret == AVERROR(ENOMEM))) {
         avformat_close_input(&f);
-        st = open_error(ret, d && d->cancelled, err, errlen);
+        st = md_video_open_error(ret, d && d->cancelled, err, errlen);
         goto out;
     }
     *fmt = f;

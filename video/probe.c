@@ -71,10 +71,10 @@ static int interrupt_cb(void *opaque)
     return report(ps, pos, 0);
 }
 
-static md_status open_error(const probe_state *ps, int ret, char *err, size_t errlen)
+md_status md_video_open_error(int ret, int cancelled, char *err, size_t errlen)
 {
     char reason[AV_ERROR_MAX_STRING_SIZE];
-    if (ps->cancelled)
+    if (cancelled)
         return md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
     av_strerror(ret, reason, sizeof reason);
     if (ret == AVERROR(ENOENT) || ret == AVERROR(ENOTDIR))
@@ -122,6 +122,26 @@ static long long ms_from(int64_t ts, AVRational tb)
     return (long long)av_rescale_q(ts, tb, (AVRational){1, 1000});
 }
 
+md_status md_video_check_file(const char *path, long long *size, char *err, size_t errlen)
+{
+    char reason[AV_ERROR_MAX_STRING_SIZE];
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        if (e == ENOENT || e == ENOTDIR)
+            return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
+        av_strerror(AVERROR(e), reason, sizeof reason);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
+    }
+    if (!S_ISREG(sb.st_mode))
+        return md_errf(err, errlen, MD_ERR_MEDIA, "not a regular file");
+    if (sb.st_size == 0)
+        return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
+    if (size)
+        *size = (long long)sb.st_size;
+    return MD_OK;
+}
+
 md_status md_video_probe(const char *path, md_video_info *info, md_video_progress_fn progress,
                          void *ctx, char *err, size_t errlen)
 {
@@ -142,20 +162,8 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     if (!path || !info)
         return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
 
-    /* stat first: it tells a missing file and an empty one apart more clearly than FFmpeg. */
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        int e = errno;
-        if (e == ENOENT || e == ENOTDIR)
-            return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found");
-        av_strerror(AVERROR(e), reason, sizeof reason);
-        return md_errf(err, errlen, MD_ERR_IO, "cannot access file: %s", reason);
-    }
-    if (!S_ISREG(sb.st_mode))
-        return md_errf(err, errlen, MD_ERR_MEDIA, "not a regular file");
-    if (sb.st_size == 0)
-        return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
-    ps.total = (long long)sb.st_size;
+    if ((st = md_video_check_file(path, &ps.total, err, errlen)) != MD_OK)
+        return st;
 
     /* "file:" keeps a name such as "http:x" or "pipe:1" a local path; the whitelist stops a
      * playlist or concat file inside the file from reaching other protocols. */
@@ -174,13 +182,13 @@ md_status md_video_probe(const char *path, md_video_info *info, md_video_progres
     /* On failure this frees the context and sets ps.fmt to NULL. */
     ret = avformat_open_input(&ps.fmt, url, NULL, &opts);
     if (ret < 0) {
-        st = open_error(&ps, ret, err, errlen);
+        st = md_video_open_error(ret, ps.cancelled, err, errlen);
         goto out;
     }
     ret = avformat_find_stream_info(ps.fmt, NULL);
     if (ret < 0) {
         if (ps.cancelled || ret == AVERROR(ENOMEM)) {
-            st = open_error(&ps, ret, err, errlen);
+            st = md_video_open_error(ret, ps.cancelled, err, errlen);
             goto out;
         }
         /* Parameters may still be complete enough; the checks below decide. */
