@@ -38,6 +38,7 @@
 #include "../../video/video.h"
 #include "../gpu/mamba_dev.h"
 #include "harness.h"
+#include "testutil.h"
 
 static const md_backend_i *CPU, *BE; /* the reference, the backend under test */
 
@@ -206,35 +207,6 @@ static void ref_layernorm(const float *x, int rows, int dim, const float *g, con
     }
 }
 
-static void ref_attention(const float *qkv, int batch, int t, int heads, int hd, int causal, float *out)
-{
-    const int d = heads * hd;
-    double *s = malloc((size_t)t * sizeof *s);
-    for (int b = 0; b < batch; b++)
-        for (int h = 0; h < heads; h++)
-            for (int i = 0; i < t; i++) {
-                const float *q = qkv + ((size_t)b * t + i) * 3 * d + h * hd;
-                int nk = causal ? i + 1 : t;
-                double mx = -INFINITY, sum = 0;
-                for (int j = 0; j < nk; j++) {
-                    const float *k = qkv + ((size_t)b * t + j) * 3 * d + d + h * hd;
-                    double dot = 0;
-                    for (int c = 0; c < hd; c++)
-                        dot += (double)q[c] * k[c];
-                    s[j] = dot / sqrt((double)hd);
-                    mx = s[j] > mx ? s[j] : mx;
-                }
-                for (int j = 0; j < nk; j++)
-                    sum += s[j] = exp(s[j] - mx);
-                for (int c = 0; c < hd; c++) {
-                    double o = 0;
-                    for (int j = 0; j < nk; j++)
-                        o += s[j] / sum * qkv[((size_t)b * t + j) * 3 * d + 2 * d + h * hd + c];
-                    out[((size_t)b * t + i) * d + h * hd + c] = (float)o;
-                }
-            }
-    free(s);
-}
 
 /* ------------------------------------------------------------------ cases */
 
@@ -487,7 +459,7 @@ static void case_attention(md_bt qt, md_bt ot, int batch, int t, int heads, int 
         for (size_t i = 0; i < rows * 3 * d; i++)
             qr[i] += bias[i % (3 * d)]; /* the op adds the bias in F32 to the stored values */
     if (is_cpu()) {
-        ref_attention(qr, batch, t, heads, hd, causal, ref);
+        tu_ref_attention(qr, batch, t, heads, hd, causal, ref);
         float *tt = rounded(ref, rows * d, ot);
         memcpy(ref, tt, rows * d * 4);
         free(tt);
@@ -919,7 +891,7 @@ static void case_legacy_host_pointers(void)
     float *qkv = rand_f(B * T * 3 * D, 2), *ao = malloc(B * T * D * 4), *ar = malloc(B * T * D * 4);
     for (int causal = 0; causal < 2 && BE->supports(MD_OP_ATTENTION); causal++) {
         CHECK_EQ_INT(BE->attention(qkv, B, T, H, HD, causal, ao), MD_OK);
-        ref_attention(qkv, B, T, H, HD, causal, ar);
+        tu_ref_attention(qkv, B, T, H, HD, causal, ar);
         compare(causal ? "attention (host pointers) causal" : "attention (host pointers)", ao, ar, B * T * D, 1e-5);
     }
     if (BE->supports(MD_OP_ADD) && BE->supports(MD_OP_L2NORM)) {

@@ -26,6 +26,7 @@
 #include "../../engine/safetensors.h"
 #include "cJSON.h"
 #include "harness.h"
+#include "testutil.h"
 
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
@@ -68,45 +69,15 @@ static double rel_err(const float *a, const float *b, size_t n)
     return s > 0 ? e / s : e;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = 0;
-    if (len)
-        *len = (size_t)n;
-    fclose(f);
-    return b;
-}
 
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        return;
-    }
-    fwrite(data, 1, n, f);
-    fclose(f);
-}
 
 static int copy_file(const char *src, const char *dst)
 {
     size_t n;
-    char *b = read_file(src, &n);
+    char *b = tu_read_file(src, &n);
     if (!b)
         return -1;
-    write_file(dst, b, n);
+    tu_write_file(dst, b, n);
     free(b);
     return 0;
 }
@@ -141,35 +112,6 @@ static void ref_linear(const float *x, int m, int k, const float *w, const float
         }
 }
 
-static void ref_attention(const float *qkv, int batch, int t, int heads, int hd, int causal, float *out)
-{
-    int d = heads * hd;
-    double *s = malloc((size_t)t * sizeof *s);
-    for (int b = 0; b < batch; b++)
-        for (int h = 0; h < heads; h++)
-            for (int i = 0; i < t; i++) {
-                const float *q = qkv + ((size_t)b * t + i) * 3 * d + h * hd;
-                int nk = causal ? i + 1 : t;
-                double mx = -INFINITY, sum = 0;
-                for (int j = 0; j < nk; j++) {
-                    const float *k = qkv + ((size_t)b * t + j) * 3 * d + d + h * hd;
-                    double dot = 0;
-                    for (int c = 0; c < hd; c++)
-                        dot += (double)q[c] * k[c];
-                    s[j] = dot / sqrt((double)hd);
-                    mx = s[j] > mx ? s[j] : mx;
-                }
-                for (int j = 0; j < nk; j++)
-                    sum += s[j] = exp(s[j] - mx);
-                for (int c = 0; c < hd; c++) {
-                    double o = 0;
-                    for (int j = 0; j < nk; j++)
-                        o += s[j] / sum * qkv[((size_t)b * t + j) * 3 * d + 2 * d + h * hd + c];
-                    out[((size_t)b * t + i) * d + h * hd + c] = (float)o;
-                }
-            }
-    free(s);
-}
 
 /* Runs every op of BE on seeded random inputs and compares with the references above. */
 static int check_backend_ops(const md_backend_i *be)
@@ -251,7 +193,7 @@ static int check_backend_ops(const md_backend_i *be)
     for (int causal = 0; causal < 2 && be->supports(MD_OP_ATTENTION); causal++) {
         fill_rand(qkv, sizeof qkv / sizeof *qkv, 2);
         be->attention(qkv, B, T, H, HD, causal, ao);
-        ref_attention(qkv, B, T, H, HD, causal, ar);
+        tu_ref_attention(qkv, B, T, H, HD, causal, ar);
         double e = rel_err(ao, ar, B * T * D);
         fprintf(stderr, "  %s attention causal=%d     rel err %.2e (tol 1e-5)\n", be->name, causal, e);
         bad += !(e <= 1e-5);
@@ -307,7 +249,7 @@ typedef struct texts {
 
 static int load_texts(texts *t)
 {
-    char *s = read_file(FIX "/texts.json", NULL);
+    char *s = tu_read_file(FIX "/texts.json", NULL);
     memset(t, 0, sizeof *t);
     t->root = s ? cJSON_Parse(s) : NULL;
     free(s);
@@ -653,7 +595,7 @@ out:
 static int rewrite_header(const char *src, const char *dst, void (*mutate)(cJSON *))
 {
     size_t n;
-    unsigned char *b = (unsigned char *)read_file(src, &n);
+    unsigned char *b = (unsigned char *)tu_read_file(src, &n);
     if (!b || n < 8)
         return -1;
     uint64_t hl = 0;
@@ -746,7 +688,7 @@ static void set_config(const char *dir, const char *path_in_json, const char *va
 {
     char p[PATH_MAX + 32];
     snprintf(p, sizeof p, "%s/config.json", dir);
-    char *s = read_file(p, NULL);
+    char *s = tu_read_file(p, NULL);
     cJSON *c = cJSON_Parse(s), *obj = c;
     free(s);
     char key[128];
@@ -760,7 +702,7 @@ static void set_config(const char *dir, const char *path_in_json, const char *va
     cJSON_DeleteItemFromObject(obj, key);
     cJSON_AddItemToObject(obj, key, cJSON_Parse(value_json));
     s = cJSON_Print(c);
-    write_file(p, s, strlen(s));
+    tu_write_file(p, s, strlen(s));
     free(s);
     cJSON_Delete(c);
 }
@@ -779,7 +721,7 @@ static void test_corrupt_models(void)
     CHECK(expect_load_error(d, MD_ERR_NOT_FOUND, "config.json", "missing config.json"));
     fresh_copy(base, "badjson", d, sizeof d);
     snprintf(p, sizeof p, "%s/config.json", d);
-    write_file(p, "{\"text_config\": {\"hidden_size\": 64,,}", 37);
+    tu_write_file(p, "{\"text_config\": {\"hidden_size\": 64,,}", 37);
     CHECK(expect_load_error(d, MD_ERR_INVALID, "not a JSON object", "malformed config.json"));
     fresh_copy(base, "heads", d, sizeof d);
     set_config(d, "vision_config.num_attention_heads", "5");
@@ -811,10 +753,10 @@ static void test_corrupt_models(void)
     unlink(p);
     CHECK(expect_load_error(d, MD_ERR_NOT_FOUND, "no model.safetensors", "missing model.safetensors"));
     snprintf(p, sizeof p, "%s/pytorch_model.bin", d);
-    write_file(p, "PK", 2);
+    tu_write_file(p, "PK", 2);
     CHECK(expect_load_error(d, MD_ERR_NOT_FOUND, "pytorch_model.bin", "only pytorch_model.bin"));
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
-    write_file(p, "{}", 2);
+    tu_write_file(p, "{}", 2);
     CHECK(expect_load_error(d, MD_ERR_UNSUPPORTED, "sharded", "sharded checkpoint"));
 
     /* Truncations: in the data, inside the header, inside the length field. */
@@ -868,7 +810,7 @@ static void test_corrupt_models(void)
     CHECK(expect_load_error(d, MD_ERR_NOT_FOUND, "vocab.json", "missing vocab.json"));
     fresh_copy(base, "badvocab", d, sizeof d);
     snprintf(p, sizeof p, "%s/vocab.json", d);
-    write_file(p, "[1,2", 4);
+    tu_write_file(p, "[1,2", 4);
     CHECK(expect_load_error(d, MD_ERR_INVALID, "vocab.json", "malformed vocab.json"));
     fresh_copy(base, "bigvocab", d, sizeof d);
     set_config(d, "text_config.vocab_size", "100");
@@ -912,7 +854,7 @@ static void test_hub_style_config(void)
         "   \"num_attention_heads\": 4, \"num_channels\": 3, \"num_hidden_layers\": 2, \"patch_size\": 32,\n"
         "   \"projection_dim\": 512, \"transformers_version\": \"4.21.0.dev0\"},\n"
         " \"vision_config_dict\": null}\n";
-    write_file(p, cfg, strlen(cfg));
+    tu_write_file(p, cfg, strlen(cfg));
     CHECK_EQ_INT(md_clip_load(d, NULL, &b, err, sizeof err), MD_OK);
     if (!a || !b) {
         fprintf(stderr, "  %s\n", err);
@@ -944,7 +886,7 @@ static int run_cli(int argc, char **argv, cJSON **json)
     fflush(stdout);
     dup2(saved, 1);
     close(saved);
-    char *s = read_file(out, NULL);
+    char *s = tu_read_file(out, NULL);
     *json = s ? cJSON_Parse(s) : NULL;
     free(s);
     return rc;

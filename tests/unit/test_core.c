@@ -18,22 +18,13 @@
 #include "../../engine/store.h"
 #include "../../server/config.h"
 #include "harness.h"
+#include "testutil.h"
 
 /* Test paths live under a short mkdtemp directory; GCC cannot know that. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 static char g_tmp[PATH_MAX];
 
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        return;
-    }
-    fwrite(data, 1, n, f);
-    fclose(f);
-}
 
 static void sha_hex(const char *s, char out[65])
 {
@@ -74,7 +65,7 @@ static void test_sha256_file(void)
 {
     char p[PATH_MAX + 16], hex[65];
     snprintf(p, sizeof p, "%s/abc.bin", g_tmp);
-    write_file(p, "abc", 3);
+    tu_write_file(p, "abc", 3);
     long long size = 0;
     CHECK_EQ_INT(md_sha256_file(p, hex, &size), MD_OK);
     CHECK_EQ_INT(size, 3);
@@ -108,7 +99,7 @@ static void test_config_defaults_and_precedence(void)
     snprintf(file, sizeof file, "%s/m.conf", g_tmp);
     const char *text = "# comment\nport = 9001\nworkers=3\nmax_upload = 512M  # trailing comment\n"
                        "api_key = \"s3cret\"\nallowed_roots = /tmp, /\n";
-    write_file(file, text, strlen(text));
+    tu_write_file(file, text, strlen(text));
     char *argv[] = {"--config", file, "--port", "9002", "--bind=::1"};
     CHECK_EQ_INT(load_cfg(&c, argv, 5, err), MD_OK);
     CHECK_EQ_INT(c.port, 9002);
@@ -174,7 +165,7 @@ static void test_config_errors(void)
     expect_bad(a12, 2, "'model_dir'");
     char file[PATH_MAX + 16];
     snprintf(file, sizeof file, "%s/bad.conf", g_tmp);
-    write_file(file, "port = 1\nfrobnicate = 2\n", 24);
+    tu_write_file(file, "port = 1\nfrobnicate = 2\n", 24);
     char *a13[] = {"--config", file};
     expect_bad(a13, 2, "frobnicate");
     setenv("MOMENTD_WORKERS", "many", 1);
@@ -216,7 +207,7 @@ static void test_store_rejects_garbage(void)
     char junk[8192];
     for (size_t i = 0; i < sizeof junk; i++)
         junk[i] = (char)(i * 131 + 7);
-    write_file(db, junk, sizeof junk);
+    tu_write_file(db, junk, sizeof junk);
     md_store *s = NULL;
     CHECK(md_store_open(db, &s, err, sizeof err) != MD_OK);
     CHECK(s == NULL);
@@ -327,15 +318,15 @@ static void test_library_index_roots(void)
     snprintf(p, sizeof p, "%s/sub", root);
     mkdir(p, 0755);
     snprintf(p, sizeof p, "%s/a.mp4", root);
-    write_file(p, "AAAA", 4);
+    tu_write_file(p, "AAAA", 4);
     snprintf(p, sizeof p, "%s/sub/b.mkv", root);
-    write_file(p, "BBBB", 4);
+    tu_write_file(p, "BBBB", 4);
     snprintf(p, sizeof p, "%s/sub/copy-of-a.mp4", root);
-    write_file(p, "AAAA", 4);
+    tu_write_file(p, "AAAA", 4);
     snprintf(p, sizeof p, "%s/notes.txt", root);
-    write_file(p, "text", 4);
+    tu_write_file(p, "text", 4);
     snprintf(p, sizeof p, "%s/secret.mp4", outside);
-    write_file(p, "SSSS", 4);
+    tu_write_file(p, "SSSS", 4);
     snprintf(q, sizeof q, "%s/escape.mp4", root);
     if (symlink(p, q) != 0)
         perror("symlink");

@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
+#include "testutil.h"
 
 #include "../../engine/log.h"
 #include "../../engine/status.h"
@@ -121,53 +122,8 @@ static int run_ffmpeg(const char *const *args)
     return ok ? 0 : -1;
 }
 
-static void *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf && len)
-        *len = (size_t)n;
-    return buf;
-}
 
-static int write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int rc = fwrite(data, 1, n, f) == n ? 0 : -1;
-    if (fclose(f) != 0)
-        rc = -1;
-    return rc;
-}
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0)
-            rmdir(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* ---- fixtures ---- */
 
@@ -228,13 +184,13 @@ static int make_fixtures(void)
 
     /* Broken copies of faststart.mp4 (index first, so the data can be damaged alone). */
     size_t len;
-    unsigned char *data = read_file(fx("faststart.mp4"), &len);
+    unsigned char *data = tu_read_file(fx("faststart.mp4"), &len);
     if (!data)
         return -1;
-    int rc = write_file(fx("truncated.mp4"), data, len * 6 / 10);
+    int rc = tu_write_file(fx("truncated.mp4"), data, len * 6 / 10);
     for (size_t i = len / 2; i < len / 2 + len / 10; i++)
         data[i] ^= 0xA5;
-    rc |= write_file(fx("flipped.mp4"), data, len);
+    rc |= tu_write_file(fx("flipped.mp4"), data, len);
     /* Everything after the index damaged: not one frame decodes. */
     for (size_t i = 0; i + 4 <= len; i++)
         if (!memcmp(data + i, "mdat", 4)) {
@@ -242,17 +198,17 @@ static int make_fixtures(void)
                 data[j] ^= 0x5A;
             break;
         }
-    rc |= write_file(fx("allbad.mp4"), data, len);
+    rc |= tu_write_file(fx("allbad.mp4"), data, len);
     free(data);
 
     /* An AVI whose codec tag nothing knows: MPEG-4 with its FourCC overwritten. */
-    data = read_file(fx("mpeg4.avi"), &len);
+    data = tu_read_file(fx("mpeg4.avi"), &len);
     if (!data)
         return -1;
     for (size_t i = 0; i + 4 <= len; i++)
         if (!memcmp(data + i, "FMP4", 4))
             memcpy(data + i, "QQQQ", 4);
-    rc |= write_file(fx("unknown.avi"), data, len);
+    rc |= tu_write_file(fx("unknown.avi"), data, len);
     free(data);
 
     /* A YUV4MPEG header claiming 10000x10000 (100 Mpixel), with a little data. */
@@ -261,7 +217,7 @@ static int make_fixtures(void)
     if (!big)
         return -1;
     memcpy(big, y4m, sizeof y4m - 1);
-    rc |= write_file(fx("huge.y4m"), big, sizeof y4m - 1 + 4096);
+    rc |= tu_write_file(fx("huge.y4m"), big, sizeof y4m - 1 + 4096);
     free(big);
 
     /* A fixed LCG, not /dev/urandom: random bytes occasionally look like some format's magic. */
@@ -271,8 +227,8 @@ static int make_fixtures(void)
         x = x * 1103515245u + 12345u;
         noise[i] = (unsigned char)(x >> 16);
     }
-    rc |= write_file(fx("noise.mp4"), noise, sizeof noise);
-    rc |= write_file(fx("empty.mp4"), noise, 0);
+    rc |= tu_write_file(fx("noise.mp4"), noise, sizeof noise);
+    rc |= tu_write_file(fx("empty.mp4"), noise, 0);
     return rc;
 }
 
@@ -557,7 +513,7 @@ static void test_preprocess_matches_clip_image_processor(void)
         size_t n = 3 * (size_t)size * (size_t)size, len = 0;
         float *out = malloc(sizeof(float) * n);
         snprintf(path, sizeof path, "%stests/fixtures/preprocess/%s.f32", g_root, name);
-        float *ref = read_file(path, &len);
+        float *ref = tu_read_file(path, &len);
         CHECK(out && ref && len == sizeof(float) * n);
         if (!out || !ref || len != sizeof(float) * n) {
             free(out);
@@ -821,7 +777,7 @@ static int cli_frame_tensor(const char *path, int index, int w, int h, int size,
     if (run_ffmpeg(args) != 0)
         return -1;
     size_t len;
-    unsigned char *rgb = read_file(fx(name), &len);
+    unsigned char *rgb = tu_read_file(fx(name), &len);
     int rc = rgb && len == (size_t)w * h * 3 &&
                      md_video_preprocess_rgb(rgb, w, h, w * 3, 3, 0, size, NULL, NULL, out) == MD_OK
                  ? 0
@@ -1253,6 +1209,6 @@ int main(void)
     free(v);
     free(g_d.px);
     free(g_d2.px);
-    remove_dir(g_dir);
+    tu_remove_dir(g_dir);
     return md_test_summary("test_decode");
 }

@@ -16,6 +16,7 @@
 #include "../../engine/tokenizer.h"
 #include "cJSON.h"
 #include "harness.h"
+#include "testutil.h"
 
 /* Test paths live under a short mkdtemp directory; GCC cannot know that. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -43,38 +44,7 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = '\0';
-        if (len)
-            *len = (size_t)n;
-    }
-    return b;
-}
 
-static void write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        return;
-    }
-    fwrite(data, 1, n, f);
-    fclose(f);
-}
 
 static int b64val(int c)
 {
@@ -111,7 +81,7 @@ static char *b64dec(const char *s)
 
 static int load_cases(void)
 {
-    char *js = slurp(FIXTURE, NULL);
+    char *js = tu_read_file(FIXTURE, NULL);
     if (!js) {
         fprintf(stderr, "cannot read %s (run from the repository root)\n", FIXTURE);
         return -1;
@@ -275,8 +245,8 @@ static md_status try_load(const char *vocab_text, const char *merges_text, char 
     char vp[PATH_MAX], mp[PATH_MAX];
     snprintf(vp, sizeof vp, "%s/vocab.json", g_tmp);
     snprintf(mp, sizeof mp, "%s/merges.txt", g_tmp);
-    write_file(vp, vocab_text, strlen(vocab_text));
-    write_file(mp, merges_text, strlen(merges_text));
+    tu_write_file(vp, vocab_text, strlen(vocab_text));
+    tu_write_file(mp, merges_text, strlen(merges_text));
     md_tokenizer *t = NULL;
     err[0] = '\0';
     md_status st = md_tokenizer_load(vp, mp, &t, err, errlen);
@@ -304,7 +274,7 @@ static void test_load_errors(void)
 
     /* The real vocab.json truncated at several points, the real merges.txt cut mid-line. */
     size_t vlen = 0, mlen = 0;
-    char *v = slurp(VOCAB, &vlen), *m = slurp(MERGES, &mlen);
+    char *v = tu_read_file(VOCAB, &vlen), *m = tu_read_file(MERGES, &mlen);
     if (v && m) {
         size_t cuts[] = {0, 1, 2, 100, vlen / 2, vlen - 2, vlen - 1};
         for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
@@ -368,9 +338,9 @@ static void test_tiny_vocab(void)
     char vp[PATH_MAX], mp[PATH_MAX], err[256];
     snprintf(vp, sizeof vp, "%s/vocab.json", g_tmp);
     snprintf(mp, sizeof mp, "%s/merges.txt", g_tmp);
-    write_file(vp, TINY_VOCAB, strlen(TINY_VOCAB));
+    tu_write_file(vp, TINY_VOCAB, strlen(TINY_VOCAB));
     const char *merges = "#version: 0.2\na b</w>\n";
-    write_file(mp, merges, strlen(merges));
+    tu_write_file(mp, merges, strlen(merges));
     md_tokenizer *t = NULL;
     CHECK_EQ_INT(md_tokenizer_load(vp, mp, &t, err, sizeof err), MD_OK);
     if (!t)

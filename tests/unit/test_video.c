@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
+#include "testutil.h"
 
 #include "../../engine/log.h"
 #include "../../engine/status.h"
@@ -89,16 +90,6 @@ static int truncate_copy(const char *src, const char *dst)
     return rc;
 }
 
-static int write_bytes(const char *path, const unsigned char *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    int rc = fwrite(data, 1, n, f) == n ? 0 : -1;
-    if (fclose(f) != 0)
-        rc = -1;
-    return rc;
-}
 
 static int make_fixtures(void)
 {
@@ -145,29 +136,12 @@ static int make_plain_fixtures(void)
         x = x * 1103515245u + 12345u;
         noise[i] = (unsigned char)(x >> 16);
     }
-    if (write_bytes(fixture("noise.mp4"), noise, sizeof noise) != 0 ||
-        write_bytes(fixture("empty.mp4"), noise, 0) != 0)
+    if (tu_write_file(fixture("noise.mp4"), noise, sizeof noise) != 0 ||
+        tu_write_file(fixture("empty.mp4"), noise, 0) != 0)
         return -1;
     return mkdir(fixture("adir.mp4"), 0700);
 }
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0)
-            rmdir(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static md_status probe(const char *path, md_video_info *vi, char *err, size_t errlen)
 {
@@ -558,6 +532,6 @@ int main(void)
     else
         fprintf(stderr, "skipped test_shared_clip: parakeet-ladder.mp4 not found\n");
 
-    remove_dir(g_dir);
+    tu_remove_dir(g_dir);
     return md_test_summary("test_video");
 }
