@@ -135,14 +135,12 @@ static md_status nomem(const char *what, size_t bytes)
 
 /* ---------------------------------------------------------------- the F32 ops */
 
-static md_status cpu_linear(const float *x, int m, int k, const float *w, const float *b, int n, float *y,
-                            int accumulate)
+/* y[m,n] (+)= x[m,k] . w[n,k]^T + b: bias first, then one sgemm with beta = 1, so y is
+ * passed over once. LDX is x's row stride. */
+static void sgemm_bias(const float *x, int ldx, int m, int k, const float *w, const float *b, int n, float *y,
+                       int accumulate)
 {
-    assert(m >= 0 && k > 0 && n > 0);
-    if (m == 0)
-        return MD_OK;
-    if (b) {
-        /* Bias first, then one sgemm with beta = 1: a single pass over y. */
+    if (b)
         for (int i = 0; i < m; i++) {
             float *r = y + (size_t)i * n;
             if (accumulate)
@@ -151,9 +149,17 @@ static md_status cpu_linear(const float *x, int m, int k, const float *w, const 
             else
                 memcpy(r, b, (size_t)n * sizeof *r);
         }
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, ldx, w, k,
                 (b || accumulate) ? 1.0f : 0.0f, y, n);
+}
+
+static md_status cpu_linear(const float *x, int m, int k, const float *w, const float *b, int n, float *y,
+                            int accumulate)
+{
+    assert(m >= 0 && k > 0 && n > 0);
+    if (m == 0)
+        return MD_OK;
+    sgemm_bias(x, k, m, k, w, b, n, y, accumulate);
     return MD_OK;
 }
 
@@ -368,18 +374,8 @@ static md_status cpu_gemm(md_prec prec, const void *x, int ldx, int m, int k, co
         }
         yp = yf;
     }
-    /* As cpu_linear: bias first, then one sgemm with beta = 1 (so F32 matches it bit for bit). */
-    if (bias)
-        for (int i = 0; i < m; i++) {
-            float *r = yp + (size_t)i * n;
-            if (accumulate)
-                for (int j = 0; j < n; j++)
-                    r[j] += bias[j];
-            else
-                memcpy(r, bias, (size_t)n * sizeof *r);
-        }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, xp, lx, wp, k,
-                (bias || accumulate) ? 1.0f : 0.0f, yp, n);
+    /* The same arithmetic as cpu_linear, so F32 matches it bit for bit. */
+    sgemm_bias(xp, lx, m, k, wp, bias, n, yp, accumulate);
     if (yf)
         cpu_convert(yf, MD_BT_F32, y, yt, (size_t)m * n);
 out:
