@@ -1,7 +1,7 @@
 # Makefile - builds momentd (one binary), its tests and benchmarks.
 #
 #   make            build ./momentd (CUDA backend too when nvcc is found)
-#   make test       unit tests, then end-to-end tests against the real daemon
+#   make test       the layering check, unit tests, then end-to-end tests against the real daemon
 #   make asan       build and run the unit tests with AddressSanitizer + UBSan (build-asan/)
 #   make CUDA=0     force a CPU-only build
 #   make clean
@@ -27,11 +27,13 @@ else
   NVCC := $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 endif
 
-ENGINE_SRC := engine/status.c engine/log.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
-VIDEO_SRC  := video/probe.c video/decode.c video/preprocess.c
-SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c server/cli.c server/cli_temporal.c
+BASE_SRC   := base/status.c base/log.c base/half.c base/image.c
+ENGINE_SRC := engine/engine.c engine/sha256.c engine/store.c engine/library.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/tokenizer.c engine/clip.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
+VIDEO_SRC  := video/probe.c video/decode.c
+SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
+CLI_SRC    := cli/embed.c cli/temporal.c
 MAIN_SRC   := server/main.c
-LIB_SRC    := $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC)
+LIB_SRC    := $(BASE_SRC) $(ENGINE_SRC) $(VIDEO_SRC) $(SERVER_SRC) $(CLI_SRC)
 
 ifneq ($(NVCC),)
   CUDA_HOME  := $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -56,7 +58,7 @@ SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 UNIT_TESTS := test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba test_backend_ops
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e e2e-asan asan clean build-info
+.PHONY: all test unit e2e e2e-asan asan clean build-info check-layers
 all: build-info $(BIN)
 
 build-info:
@@ -69,7 +71,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu engine/backend.h engine/status.h $(wildcard cuda/*.h)
+$(BUILD)/%.o: %.cu engine/backend.h base/status.h $(wildcard cuda/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
@@ -92,7 +94,12 @@ e2e: $(BIN)
 
 # The whole suite: unit tests, the end-to-end tests against the real daemon, then both again
 # with AddressSanitizer + UBSan (the e2e run checks every daemon log for sanitizer reports).
-test: all unit e2e asan e2e-asan
+test: check-layers all unit e2e asan e2e-asan
+
+# Fails when an #include crosses a layer the wrong way (server -> engine -> {storage, video,
+# backend} -> base; tools/check-layers.py).
+check-layers:
+	python3 tools/check-layers.py
 
 e2e-asan: asan
 	MD_E2E_SANITIZED=1 bash tests/e2e/run.sh build-asan/momentd
@@ -183,7 +190,7 @@ gpu-check:
 # CUDA cases against the CPU without a GPU (arithmetic and indexing; not timing, not cuBLAS).
 CXX      ?= g++
 EMU_OBJ  := $(patsubst cuda/%.cu,$(BUILD)/emu/%.o,$(wildcard cuda/kernels_*.cu)) $(BUILD)/emu/emu_backend.o
-EMU_FLAGS = -std=c++17 -O1 -g -DMD_CUDA_EMU -Wall -Wextra -Werror -Wno-unknown-pragmas -pthread -MMD -MP
+EMU_FLAGS = -std=c++17 -O1 -g -DMD_CUDA_EMU -Itests/gpu/emu -Wall -Wextra -Werror -Wno-unknown-pragmas -pthread -MMD -MP
 .PHONY: gpu-emu
 $(BUILD)/emu/%.o: cuda/%.cu
 	@mkdir -p $(dir $@)

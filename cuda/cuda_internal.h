@@ -15,7 +15,7 @@
 #ifdef MD_CUDA_EMU
 /* The kernels compiled as plain C++ and run on CPU threads (tests/gpu/emu): checks their
  * arithmetic and indexing without a GPU. */
-#include "../tests/gpu/emu/cuda_emu.h"
+#include "cuda_emu.h" /* tests/gpu/emu, on the emulator build's include path */
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -1,6 +1,6 @@
 /* kernels_video.cu - CLIP preprocessing on the GPU: uint8 RGB frames in, normalised planes out,
  * with the integer arithmetic of Pillow's bicubic resampling, so the result is bit for bit the
- * CPU's (video/preprocess.c, md_video_preprocess_rgb):
+ * CPU's (video/preprocess.c, md_image_preprocess):
  *
  *   pass 1 (horizontal): for every source row the vertical pass reads, the S kept output columns
  *          = clip8((sum_x src[xmin + x] * hk[x] + 2^21) >> 22), or the kept columns copied when

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
+#include "../base/status.h"
 
 typedef enum md_op {
     MD_OP_NONE = 0,
@@ -200,7 +200,7 @@ typedef struct md_backend_i {
     /* MD_OP_PREPROCESS: N RGB24 frames W x H (rows STRIDE bytes apart, frames FSTRIDE bytes apart)
      * to N x 3 x S x S F32: the short side resized to S with PIL's bicubic filter (the long one to
      * int(S * long / short)), the center S x S crop, (u / 255 - mean) / std; exactly
-     * md_video_preprocess_rgb (video.h) at rotation 0. MEAN and STD are host arrays. */
+     * md_image_preprocess (video.h) at rotation 0. MEAN and STD are host arrays. */
     md_status (*preprocess)(const uint8_t *rgb, int n, int w, int h, size_t stride, size_t fstride, int s,
                             const float mean[3], const float std[3], float *out);
     /* MD_OP_CONV1D_SILU: for BATCH sequences of L steps and C channels, y[t, c] = SiLU(b[c] +

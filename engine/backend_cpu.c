@@ -7,7 +7,7 @@
  * The device-path ops (backend.h's second group) are written for clarity, not speed: they are
  * what the CUDA kernels are checked against (tests/unit/test_backend_ops.c), and what lets the
  * device path of the CLIP towers run, and be tested, without a GPU. Their references are the
- * project's own: md_video_preprocess_rgb for preprocessing, the loops of mamba.c for the Mamba
+ * project's own: md_image_preprocess for preprocessing, the loops of mamba.c for the Mamba
  * steps (the scan is md_mamba_selective_scan_ref's, with its neighbours fused). Half-precision
  * inputs are widened to F32 exactly, so an F16 product here is the exact product of the rounded
  * inputs accumulated in F32, which is what tensor cores compute. */
@@ -22,9 +22,9 @@
 
 #include <cblas.h>
 
-#include "../video/video.h"
+#include "../base/half.h"
+#include "../base/image.h"
 #include "backend.h"
-#include "safetensors.h"
 
 static const char *const OP_NAMES[MD_OP_COUNT] = {
     [MD_OP_NONE] = "none",
@@ -482,7 +482,7 @@ static md_status cpu_preprocess(const uint8_t *rgb, int n, int w, int h, size_t 
                                 const float mean[3], const float std[3], float *out)
 {
     for (int i = 0; i < n; i++) {
-        md_status st = md_video_preprocess_rgb(rgb + (size_t)i * fstride, w, h, (ptrdiff_t)stride, 3, 0, s, mean,
+        md_status st = md_image_preprocess(rgb + (size_t)i * fstride, w, h, (ptrdiff_t)stride, 3, 0, s, mean,
                                                std, out + (size_t)i * 3 * s * s);
         if (st != MD_OK) {
             snprintf(cpu_err, sizeof cpu_err, "cpu: preprocess %dx%d to %d: %s", w, h, s, md_status_str(st));
@@ -729,10 +729,10 @@ md_status md_backend_select(const char *device, const md_backend_i **out, char *
 
 /* ---------------------------------------------------------------- Pillow's coefficients */
 
-/* Pillow's weights: one implementation, in video/preprocess.c. */
+/* Pillow's weights: one implementation, in base/image.c. */
 int md_backend_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk)
 {
-    return md_video_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk);
+    return md_image_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk);
 }
 
 md_status md_backend_resize_dims(int w, int h, int s, int *rw, int *rh)

@@ -40,7 +40,7 @@
 
 #include "cJSON.h"
 #include "clip.h"
-#include "log.h"
+#include "../base/log.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "tokenizer.h"

@@ -47,7 +47,7 @@
 #include <stddef.h>
 
 #include "backend.h"
-#include "status.h"
+#include "../base/status.h"
 
 /* The longest token sequence md_clip_embed_text produces (CLIP's context length). */
 #define MD_CLIP_MAX_TOKENS 77

@@ -31,7 +31,7 @@
 
 #include "../video/video.h"
 #include "library_internal.h"
-#include "log.h"
+#include "../base/log.h"
 #include "pipeline.h"
 #include "sha256.h"
 #include "store.h"

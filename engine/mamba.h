@@ -48,7 +48,7 @@
 
 #include <stddef.h>
 
-#include "status.h"
+#include "../base/status.h"
 
 /* Directions of a mixer, a bit set. */
 enum { MD_MAMBA_FWD = 1, MD_MAMBA_BWD = 2, MD_MAMBA_BOTH = 3 };

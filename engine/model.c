@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 
 #include "library_internal.h"
-#include "log.h"
+#include "../base/log.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "temporal.h"
@@ -246,8 +246,10 @@ md_status md_model_open(md_library *lib, md_error *e)
         const char *base = strrchr(tmp, '/');
         snprintf(lib->model_name, sizeof lib->model_name, "%.255s", base ? base + 1 : tmp);
     }
-    if ((s = md_clip_load(lib->model_dir, lib->p.backend ? lib->p.backend : md_backend_cpu(), &lib->clip, err,
-                          sizeof err)) != MD_OK)
+    const md_backend_i *be = md_backend_cpu();
+    if (lib->p.device && lib->p.device[0] && md_backend_select(lib->p.device, &be, err, sizeof err) != MD_OK)
+        return md_fail(e, MD_ERR_UNAVAILABLE, "%s", err);
+    if ((s = md_clip_load(lib->model_dir, be, &lib->clip, err, sizeof err)) != MD_OK)
         return md_fail(e, s, "model %s: %s", lib->model_dir, err);
     read_preprocessor(lib, lib->model_dir);
     if ((s = open_temporal(lib, e)) != MD_OK)

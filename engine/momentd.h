@@ -1,7 +1,10 @@
 /* momentd.h - the momentd engine library: the video library, its jobs and workers.
  *
  * This is the one header the server includes; SQLite, FFmpeg and CUDA stay
- * behind it. Usage:
+ * behind it (with it come base/status.h and base/log.h). Usage:
+ *
+ *   md_engine_params ep = {.device = "auto", .workers = 2};
+ *   md_engine_init(&ep, NULL, &e);                // once: FFmpeg, the device, math threads
  *
  *   md_library_params p = md_library_default_params();
  *   p.data_dir = "./data";
@@ -26,8 +29,9 @@
 
 #include <stddef.h>
 
+#include "../base/log.h"
+#include "../base/status.h"
 #include "cJSON.h"
-#include "status.h"
 
 #define MD_VERSION "0.1.0"
 
@@ -37,6 +41,28 @@ typedef struct md_error {
 
 /* Sets E->msg (if E is not NULL) and returns ST, for "return md_fail(e, st, ...)". */
 md_status md_fail(md_error *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Process-wide set-up, called once at start-up before md_library_open (not thread-safe):
+ * FFmpeg's global state, the compute device and the CPU math threads. */
+typedef struct md_engine_params {
+    const char *device; /* "auto" (CUDA when a GPU is found, else the CPU), "cpu", "cuda" */
+    long long gpu_mem;  /* bytes of GPU memory the CUDA backend may use; 0: the whole device */
+    int threads;        /* CPU math (OpenBLAS) threads; 0: cores / workers, at least 1 */
+    int workers;        /* indexing threads that will share the cores */
+} md_engine_params;
+
+typedef struct md_engine_info {
+    char backend[32];  /* the backend in use: "cpu", "cuda" */
+    char device[256];  /* what it runs on, in words */
+    int math_threads;  /* CPU math threads in effect */
+    int cuda_built;    /* this binary has the CUDA backend */
+} md_engine_info;
+
+/* MD_ERR_UNAVAILABLE (naming the setting 'device') when "cuda" is asked for and no GPU can be
+ * used. INFO may be NULL. */
+md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_error *e);
+/* The same facts later (for /v1/health); zeroed before md_engine_init. */
+void md_engine_get_info(md_engine_info *info);
 
 typedef struct md_library md_library;
 typedef struct md_upload md_upload;
@@ -52,7 +78,7 @@ typedef struct md_library_params {
 
     /* The model. */
     const char *model_dir;            /* Hugging Face CLIP checkpoint; NULL or "": the demo model */
-    const struct md_backend_i *backend; /* NULL: the CPU */
+    const char *device;               /* "auto", "cpu", "cuda" (md_engine_init first); NULL: the CPU */
     double sample_fps;                /* frames sampled per second of video: 1.0 */
     int keyframes_only;               /* decode only keyframes when they are dense enough (video.h) */
     float mean[3], std[3];            /* CLIP's normalisation (a checkpoint's preprocessor_config.json wins) */

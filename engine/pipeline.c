@@ -18,8 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "safetensors.h"
+#include "../base/log.h"
+#include "../base/half.h"
 
 #define EMBED_CHUNK 16 /* frames per CLIP call: bounds the token buffer */
 

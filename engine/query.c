@@ -10,7 +10,7 @@
 
 #include "../video/video.h"
 #include "library_internal.h"
-#include "log.h"
+#include "../base/log.h"
 
 static double round3(double x) { return round(x * 1000.0) / 1000.0; }
 

@@ -37,7 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
+#include "../base/half.h"
+#include "../base/status.h"
 
 #define MD_ST_MAX_DIMS 8
 
@@ -97,11 +98,6 @@ uint64_t md_safetensors_file_size(const md_safetensors *st);
  * subnormals/Inf/NaN included) and BF16; other dtypes are MD_ERR_UNSUPPORTED. */
 md_status md_st_to_f32(const md_st_tensor *t, float *dst);
 
-/* IEEE half / bfloat16 <-> float; the F32 -> F16/BF16 conversions round to nearest even. */
-float md_f16_to_f32(uint16_t h);
-float md_bf16_to_f32(uint16_t h);
-uint16_t md_f32_to_f16(float f);
-uint16_t md_f32_to_bf16(float f);
 
 /* A tensor to write: DATA holds numel * dtype-size little-endian bytes. */
 typedef struct md_st_write {

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "safetensors.h" /* md_f32_to_f16, md_f16_to_f32 */
+#include "../base/half.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

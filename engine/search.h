@@ -52,7 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
+#include "../base/status.h"
 
 typedef struct md_index md_index;
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
+#include "../base/log.h"
 
 /* Generated from schema/NNN-*.sql by the Makefile (build/embedded.c). */
 extern const char *const md_migrations[];

@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #include "cJSON.h"
-#include "status.h"
+#include "../base/status.h"
 
 typedef struct md_store {
     sqlite3 *db;

@@ -88,7 +88,7 @@
 #include <stdint.h>
 
 #include "mamba.h"
-#include "status.h"
+#include "../base/status.h"
 
 typedef struct md_temporal md_temporal;
 

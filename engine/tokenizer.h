@@ -45,7 +45,7 @@
 
 #include <stddef.h>
 
-#include "status.h"
+#include "../base/status.h"
 
 #define MD_TOKENIZER_CACHE_MAX 10000
 

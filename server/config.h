@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "../engine/status.h"
+#include "../engine/momentd.h" /* md_status */
 
 #define MD_CFG_MAX_LIST 16
 

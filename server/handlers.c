@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../engine/log.h"
 #include "server.h"
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -40,19 +39,14 @@ static md_status h_health(md_req *r, md_error *e)
     cJSON_AddStringToObject(o, "status", state == 1 ? "ok" : state == 0 ? "starting" : "stopping");
     cJSON_AddStringToObject(o, "version", MD_VERSION);
     cJSON *b = cJSON_AddObjectToObject(o, "backend");
-    char dev[256] = "";
-    if (srv->backend) {
-        srv->backend->describe(dev, sizeof dev);
-        cJSON_AddStringToObject(b, "name", srv->backend->name);
-    } else {
+    md_engine_info info;
+    md_engine_get_info(&info);
+    if (info.backend[0])
+        cJSON_AddStringToObject(b, "name", info.backend);
+    else
         cJSON_AddNullToObject(b, "name");
-    }
-    cJSON_AddStringToObject(b, "device", dev);
-#ifdef MD_HAVE_CUDA
-    cJSON_AddTrueToObject(b, "cuda_built");
-#else
-    cJSON_AddFalseToObject(b, "cuda_built");
-#endif
+    cJSON_AddStringToObject(b, "device", info.device);
+    cJSON_AddBoolToObject(b, "cuda_built", info.cuda_built);
     cJSON_AddItemToObject(o, "model", md_library_model_json(srv->lib));
     cJSON_AddNumberToObject(o, "uptime_s", (double)(long long)((md_mono_s() - srv->started_mono) * 10) / 10);
     cJSON_AddNumberToObject(o, "workers", (double)srv->cfg->workers);

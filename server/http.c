@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "../engine/log.h"
 #include "server.h"
 
 /* ---- request counters ------------------------------------------------- */

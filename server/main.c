@@ -16,8 +16,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../engine/log.h"
-#include "../video/video.h"
 #include "server.h"
 
 #ifdef MD_HAVE_CUDA
@@ -66,7 +64,6 @@ static int serve(int argc, char **argv, int first)
         return 2;
     }
     md_log_set_level(parse_level(cfg.log_level));
-    md_video_global_init();
     srv.cfg = &cfg;
     srv.started_mono = md_mono_s();
     atomic_store(&srv.state, 0);
@@ -79,20 +76,16 @@ static int serve(int argc, char **argv, int first)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (md_backend_select(cfg.device, &srv.backend, err, sizeof err) != MD_OK) {
-        fprintf(stderr, "momentd: %s\n", err);
+    md_engine_params ep = {.device = cfg.device, .gpu_mem = cfg.gpu_mem, .threads = (int)cfg.threads,
+                           .workers = (int)cfg.workers};
+    md_engine_info info;
+    if (md_engine_init(&ep, &info, &e) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", e.msg);
         rc = 2;
         goto out;
     }
-    if (cfg.gpu_mem > 0 && srv.backend->set_mem_budget)
-        srv.backend->set_mem_budget((size_t)cfg.gpu_mem);
-    /* Workers run their matrix products at the same time: split the cores between them
-     * rather than letting each OpenBLAS call spread over all of them. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = cfg.threads > 0 ? (int)cfg.threads : (int)(cores / cfg.workers > 1 ? cores / cfg.workers : 1);
-    threads = md_backend_cpu_set_threads(threads);
     md_info("momentd %s (%s) starting: data_dir %s, backend %s, %lld workers x %d math threads%s", MD_VERSION,
-            MD_BUILD, cfg.data_dir, srv.backend->name, cfg.workers, threads,
+            MD_BUILD, cfg.data_dir, info.backend, cfg.workers, info.math_threads,
             cfg.config_file ? ", config file read" : "");
     if (md_server_start(&srv, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
@@ -115,7 +108,7 @@ static int serve(int argc, char **argv, int first)
     p.segment_frames = (int)cfg.segment_frames;
     p.window_frames = (int)cfg.window_frames;
     p.temporal_path = cfg.temporal;
-    p.backend = srv.backend;
+    p.device = cfg.device;
     if (md_library_open(&p, &srv.lib, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
         goto out;
@@ -141,8 +134,8 @@ out:
     return rc;
 }
 
-int md_cli_main(int argc, char **argv); /* server/cli.c: embed-text, embed-image; -1 for other commands */
-int md_cli_init_temporal(int argc, char **argv); /* server/cli_temporal.c */
+int md_cli_main(int argc, char **argv); /* cli/embed.c: embed-text, embed-image; -1 for other commands */
+int md_cli_init_temporal(int argc, char **argv); /* cli/temporal.c */
 
 int main(int argc, char **argv)
 {

@@ -13,7 +13,6 @@
 #include <microhttpd.h>
 #include <stdatomic.h>
 
-#include "../engine/backend.h"
 #include "../engine/momentd.h"
 #include "config.h"
 
@@ -50,7 +49,6 @@ extern const int md_n_routes;
 struct md_server {
     md_config *cfg;
     md_library *lib; /* NULL while starting */
-    const md_backend_i *backend;
     atomic_int state; /* 0 starting, 1 serving, 2 stopping */
     struct MHD_Daemon *mhd;
     unsigned short port;

@@ -1,6 +1,6 @@
 /* decode.c - the streaming decoder (md_video_decoder_*) and md_video_load_image(): demux and decode
  * with libavformat/libavcodec, pick frames by presentation time, convert them to RGB with
- * libswscale and preprocess them (preprocess.c) into batches of CLIP-ready tensors.
+ * libswscale and preprocess them into batches of CLIP-ready tensors (base/image.c).
  *
  * Pipeline, on two threads of the decoder's own (plus FFmpeg's frame threads), started by the
  * first md_video_decoder_next():
@@ -8,7 +8,7 @@
  *   decoding thread: av_read_frame -> [keyframe mode: keep only the keyframes some target needs;
  *       exact mode: let the decoder drop non-reference frames no target can pick] -> send_packet,
  *       receive_frame -> time t (best-effort pts, made monotonic) -> sampler -> queue (4 frames)
- *   preprocessing thread: queue -> RGB (libswscale) -> tensor (preprocess.c) -> batch buffer
+ *   preprocessing thread: queue -> RGB (libswscale) -> tensor (base/image.c) -> batch buffer
  *   caller: md_video_decoder_next() takes a full batch buffer; there are two, so the threads
  *       decode the next batch while the caller encodes this one
  *
@@ -27,7 +27,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
-#include "../engine/log.h"
+#include "../base/log.h"
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -56,9 +56,6 @@
 #define QUEUE 4
 #define N_BUFS 2
 
-const float md_video_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-const float md_video_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-
 md_video_params md_video_default_params(void)
 {
     md_video_params p = {0};
@@ -66,8 +63,8 @@ md_video_params md_video_default_params(void)
     p.fps = 1.0;
     p.count = 16;
     p.size = 224;
-    memcpy(p.mean, md_video_clip_mean, sizeof p.mean);
-    memcpy(p.std, md_video_clip_std, sizeof p.std);
+    memcpy(p.mean, md_image_clip_mean, sizeof p.mean);
+    memcpy(p.std, md_image_clip_std, sizeof p.std);
     p.batch = 16;
     p.max_pixels = 8192LL * 8192LL;
     return p;
@@ -128,7 +125,7 @@ struct md_video_decoder {
     md_video_decode_stats stats; /* the decoding thread's; copies go to `shared` */
 
     /* The preprocessing thread's. */
-    md_video_prep *prep;
+    md_image_prep *prep;
     float *cache; /* tensor of the frame with serial cache_serial, for repeats */
     long long cache_serial;
     struct SwsContext *sws;
@@ -470,7 +467,7 @@ void md_video_decoder_close(md_video_decoder *d)
     avcodec_free_context(&d->dec);
     avformat_close_input(&d->fmt);
     sws_freeContext(d->sws);
-    md_video_prep_free(d->prep);
+    md_image_prep_free(d->prep);
     free(d->cache);
     free(d->rgb);
     free(d);
@@ -570,7 +567,7 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     d->held = av_packet_alloc();
     d->cur = av_frame_alloc();
     d->prev = av_frame_alloc();
-    d->prep = md_video_prep_new(p.size, p.mean, p.std);
+    d->prep = md_image_prep_new(p.size, p.mean, p.std);
     d->cache = malloc(sizeof(float) * plane3);
     int bufs_ok = 1;
     for (int i = 0; i < N_BUFS; i++) {
@@ -903,7 +900,7 @@ static int sws_colorspace(const AVFrame *f)
 /* Converts F to packed RGB24 (RGBA composited onto white when F has alpha), as FFmpeg's scale
  * filter would: the frame's own colour matrix and range. *RGB is borrowed (F's data or the
  * decoder's buffer). */
-static md_status frame_rgb(struct SwsContext **sws, uint8_t **buf, size_t *cap, md_video_prep *prep, const AVFrame *f,
+static md_status frame_rgb(struct SwsContext **sws, uint8_t **buf, size_t *cap, md_image_prep *prep, const AVFrame *f,
                            const uint8_t **rgb, ptrdiff_t *stride)
 {
     if (f->format == AV_PIX_FMT_RGB24 && f->linesize[0] > 0) {
@@ -946,7 +943,7 @@ static md_status frame_rgb(struct SwsContext **sws, uint8_t **buf, size_t *cap, 
     if (sws_scale(*sws, (const uint8_t *const *)f->data, f->linesize, 0, h, dst_data, dst_ls) != h)
         return MD_ERR_MEDIA;
     if (alpha)
-        return md_video_prep_flatten(prep, *buf, w, h, ls, rgb, stride);
+        return md_image_prep_flatten(prep, *buf, w, h, ls, rgb, stride);
     *rgb = *buf;
     *stride = ls;
     return MD_OK;
@@ -966,7 +963,7 @@ static md_status convert(md_video_decoder *d, const AVFrame *f, long long serial
     ptrdiff_t stride;
     md_status st = frame_rgb(&d->sws, &d->rgb, &d->rgb_cap, d->prep, f, &rgb, &stride);
     if (st == MD_OK)
-        st = md_video_prep_run(d->prep, rgb, f->width, f->height, stride, d->info.rotation, out);
+        st = md_image_prep_run(d->prep, rgb, f->width, f->height, stride, d->info.rotation, out);
     if (st == MD_ERR_NOMEM) {
         snprintf(msg, msglen, "out of memory");
         return st;
@@ -1212,7 +1209,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
     AVCodecContext *dec = NULL;
     AVPacket *pkt = NULL;
     AVFrame *frame = NULL;
-    md_video_prep *prep = NULL;
+    md_image_prep *prep = NULL;
     struct SwsContext *sws = NULL;
     uint8_t *buf = NULL;
     size_t cap = 0;
@@ -1235,7 +1232,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         goto out;
     pkt = av_packet_alloc();
     frame = av_frame_alloc();
-    prep = md_video_prep_new(size, mean, std);
+    prep = md_image_prep_new(size, mean, std);
     if (!pkt || !frame || !prep) {
         st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
@@ -1288,7 +1285,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
     ptrdiff_t stride;
     st = frame_rgb(&sws, &buf, &cap, prep, frame, &rgb, &stride);
     if (st == MD_OK)
-        st = md_video_prep_run(prep, rgb, frame->width, frame->height, stride,
+        st = md_image_prep_run(prep, rgb, frame->width, frame->height, stride,
                                md_video_stream_rotation(fmt->streams[idx]), out_chw);
     if (st != MD_OK)
         md_errf(err, errlen, st, "cannot convert a %dx%d %s picture", frame->width, frame->height,
@@ -1297,7 +1294,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
 out:
     sws_freeContext(sws);
     free(buf);
-    md_video_prep_free(prep);
+    md_image_prep_free(prep);
     av_frame_free(&frame);
     av_packet_free(&pkt);
     avcodec_free_context(&dec);

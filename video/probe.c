@@ -9,7 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
-#include "../engine/log.h"
+#include "../base/log.h"
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>

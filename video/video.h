@@ -13,7 +13,7 @@
  * decoding, so it costs about one sequential read of the file. It never decodes frames itself
  * (avformat_find_stream_info may decode a few to learn stream parameters).
  *
- * Decoding (decode.c, preprocess.c) streams sampled, preprocessed frames in batches:
+ * Decoding (decode.c, with base/image.c) streams sampled, preprocessed frames in batches:
  *
  *     md_video_params p = md_video_default_params();      // 1 frame/s, 224 x 224, CLIP mean/std
  *     md_video_decoder *d;
@@ -40,7 +40,8 @@
 #ifndef MD_VIDEO_H
 #define MD_VIDEO_H
 
-#include "../engine/status.h"
+#include "../base/image.h"
+#include "../base/status.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -102,7 +103,7 @@ void md_video_global_init(void);
 
 /* ---- decoding, sampling, preprocessing ----------------------------------------------------- */
 
-#define MD_VIDEO_MAX_SIZE 1024 /* largest output size S */
+#define MD_VIDEO_MAX_SIZE MD_IMAGE_MAX_SIZE /* largest output size S (base/image.h) */
 
 /* Which frames a decoder delivers. Times are the video stream's presentation times relative to
  * its start (the first frame is at 0 ms). */
@@ -234,21 +235,5 @@ void md_video_decoder_close(md_video_decoder *d);
  * MD_ERR_MEDIA "no decodable frame". */
 md_status md_video_load_image(const char *path, int size, const float mean[3], const float std[3], float *out_chw,
                               char *err, size_t errlen);
-
-/* Preprocesses one picture held in memory: WIDTH x HEIGHT pixels as stored, rows STRIDE bytes
- * apart, CHANNELS 3 (RGB24) or 4 (RGBA, composited onto white), displayed turned ROTATION
- * (0/90/180/270) degrees clockwise. Resize shortest side to SIZE with PIL's bicubic filter,
- * center crop SIZE x SIZE, scale to [0, 1], normalise: bit-exact with Hugging Face
- * CLIPImageProcessor on the same picture. MD_ERR_INVALID for bad arguments, MD_ERR_NOMEM. */
-md_status md_video_preprocess_rgb(const unsigned char *pixels, int width, int height, ptrdiff_t stride,
-                                  int channels, int rotation, int size, const float mean[3], const float std[3],
-                                  float *out_chw);
-
-/* Pillow's bicubic resampling weights (precompute_coeffs + normalize_coeffs_8bpc, fixed point
- * with 22 fraction bits) for the N output positions starting at OUT0 of a resize of one axis from
- * IN_SIZE to OUT_SIZE: N (first input index, count) pairs into BOUNDS and N rows of KSIZE weights
- * into KK. Returns KSIZE (also when BOUNDS or KK is NULL, to size the tables first), or -1 for bad
- * arguments or no memory. Shared by the CPU preprocessing and the CUDA kernel's tables. */
-int md_video_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk);
 
 #endif

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #include "../../engine/clip.h"
-#include "../../engine/log.h"
+#include "../../base/log.h"
 
 int main(int argc, char **argv)
 {

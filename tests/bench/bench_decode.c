@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../engine/log.h"
+#include "../../base/log.h"
 #include "../../video/video.h"
 
 int main(int argc, char **argv)

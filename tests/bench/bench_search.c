@@ -33,7 +33,7 @@
 
 #include "../../engine/backend.h"
 #include "../../engine/clip.h"
-#include "../../engine/log.h"
+#include "../../base/log.h"
 #include "../../engine/search.h"
 
 #define SEGS_PER_VIDEO 300

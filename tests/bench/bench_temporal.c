@@ -33,7 +33,7 @@
 
 #include "../../engine/backend.h"
 #include "../../engine/clip.h"
-#include "../../engine/log.h"
+#include "../../base/log.h"
 #include "../../engine/mamba.h"
 #include "../../engine/safetensors.h"
 #include "../../engine/temporal.h"

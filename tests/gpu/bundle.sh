@@ -24,15 +24,14 @@ NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 test -x "$NVCC" || { echo "bundle.sh: nvcc not found: the bundle must carry the CUDA backend" >&2; exit 1; }
 CUDA_HOME=${NVCC%/bin/nvcc}
 CFLAGS="-O2 -g -std=c11 -Wall -Wextra -Werror -pthread -DMD_HAVE_CUDA -DMD_GPU_NO_DECODER $(pkg-config --cflags libcjson sqlite3 openblas)"
-OBJS="build/engine/status.o build/engine/log.o build/engine/backend_cpu.o build/engine/safetensors.o build/engine/sha256.o
-      build/engine/tokenizer.o build/engine/clip.o build/engine/demo_model.o build/engine/mamba.o build/engine/temporal.o
-      build/video/preprocess.o $(ls build/cuda/*.o)"
+OBJS="build/base/status.o build/base/log.o build/base/half.o build/base/image.o build/engine/backend_cpu.o build/engine/safetensors.o build/engine/sha256.o
+      build/engine/tokenizer.o build/engine/clip.o build/engine/demo_model.o build/engine/mamba.o build/engine/temporal.o $(ls build/cuda/*.o)"
 LIBS="$(pkg-config --libs libcjson sqlite3 openblas) -lm -pthread -L$CUDA_HOME/lib64 -lcudart_static -ldl -lrt -lstdc++"
 mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/media"
 # shellcheck disable=SC2086
-cc $CFLAGS -o "$STAGE/bin/test_backend_ops" tests/unit/test_backend_ops.c tests/gpu/nolibav.c $OBJS $LIBS
+cc $CFLAGS -o "$STAGE/bin/test_backend_ops" tests/unit/test_backend_ops.c $OBJS $LIBS
 # shellcheck disable=SC2086
-cc $CFLAGS -o "$STAGE/bin/gpu_bench" tests/gpu/gpu_bench.c tests/gpu/nolibav.c $OBJS $LIBS
+cc $CFLAGS -o "$STAGE/bin/gpu_bench" tests/gpu/gpu_bench.c $OBJS $LIBS
 
 # Shared libraries beyond the C/C++ runtime that every Linux has.
 for b in "$STAGE"/bin/*; do

@@ -41,7 +41,7 @@
 
 #include "../../engine/backend.h"
 #include "../../engine/clip.h"
-#include "../../engine/log.h"
+#include "../../base/log.h"
 #include "../../engine/mamba.h"
 #include "../../engine/safetensors.h"
 #include "../../engine/temporal.h"
@@ -339,7 +339,7 @@ static int cmd_segcheck(int argc, char **argv)
     const size_t per = (size_t)3 * S * S;
     float *pc = malloc(per * n * 4), *pd = malloc(per * n * 4);
     for (int i = 0; i < n; i++)
-        OK(md_video_preprocess_rgb(rgb + i * fr.fbytes, fr.w, fr.h, (ptrdiff_t)fr.w * 3, 3, 0, S, mean, std, pc + i * per),
+        OK(md_image_preprocess(rgb + i * fr.fbytes, fr.w, fr.h, (ptrdiff_t)fr.w * 3, 3, 0, S, mean, std, pc + i * per),
            "preprocess (cpu)");
     void *drgb = dalloc(fr.fbytes * n), *dpx = dalloc(per * n * 4);
     OK(BE->upload(drgb, rgb, fr.fbytes * n), "upload");

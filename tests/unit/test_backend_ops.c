@@ -2,7 +2,7 @@
  *
  * The CPU backend is checked against plain double-precision loops written here (and, for
  * preprocessing and the selective scan, against the project's own references:
- * md_video_preprocess_rgb and md_mamba_selective_scan_ref). Every other backend (CUDA) is checked
+ * md_image_preprocess and md_mamba_selective_scan_ref). Every other backend (CUDA) is checked
  * against the CPU backend on the same inputs. Each case runs the op on buffers in the backend's
  * memory (alloc + upload), with every output poisoned first (all bytes 0xFF: NaN in F32, F16 and
  * BF16), so an element the op forgets to write shows up as NaN; every output is checked for NaN and
@@ -527,7 +527,7 @@ static void case_embeddings(md_bt ct)
 }
 
 /* The GPU's preprocessing algorithm (cuda/kernels_video.cu) written out in C over the same tables,
- * so that the tables and the two passes are checked against md_video_preprocess_rgb here. */
+ * so that the tables and the two passes are checked against md_image_preprocess here. */
 static void emulate_prep(const uint8_t *rgb, int w, int h, size_t stride, int S, const float mean[3],
                          const float std[3], float *out)
 {
@@ -603,7 +603,7 @@ static void case_preprocess(int w, int h, int S, int n)
     const size_t per = (size_t)3 * S * S;
     float *ref = malloc(per * n * 4);
     for (int f = 0; f < n; f++)
-        CHECK_EQ_INT(md_video_preprocess_rgb(rgb + f * fstride, w, h, (ptrdiff_t)stride, 3, 0, S, mean, std,
+        CHECK_EQ_INT(md_image_preprocess(rgb + f * fstride, w, h, (ptrdiff_t)stride, 3, 0, S, mean, std,
                                              ref + f * per),
                      MD_OK);
     if (is_cpu()) { /* the GPU's algorithm, in C, against the reference */

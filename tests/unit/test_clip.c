@@ -34,7 +34,7 @@
 #define TOL_F32 1e-4
 #define TOL_F16_COMPUTE 2e-2
 
-int md_cli_main(int argc, char **argv); /* server/cli.c */
+int md_cli_main(int argc, char **argv); /* cli/embed.c */
 
 static char g_tmp[PATH_MAX];
 

@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../engine/log.h"
+#include "../../base/log.h"
 #include "../../engine/momentd.h"
 #include "../../engine/sha256.h"
 #include "../../engine/store.h"

@@ -1,5 +1,5 @@
 /* test_decode.c - unit tests of the streaming decoder (video/decode.c) and CLIP preprocessing
- * (video/preprocess.c).
+ * (base/image.c).
  *
  * Preprocessing is compared with Hugging Face CLIPImageProcessor through the committed fixtures in
  * tests/fixtures/preprocess (PNG inputs, float32 outputs; tests/tools/gen_preprocess_fixtures.py
@@ -16,8 +16,8 @@
 #include "harness.h"
 #include "testutil.h"
 
-#include "../../engine/log.h"
-#include "../../engine/status.h"
+#include "../../base/log.h"
+#include "../../base/status.h"
 #include "../../video/video.h"
 
 #include <dirent.h>
@@ -571,15 +571,15 @@ static void test_preprocess_rotation(void)
         int w, h;
     } cases[] = {{90, &r90[0][0][0], H, W}, {180, &r180[0][0][0], W, H}, {270, &r270[0][0][0], H, W}};
     for (size_t i = 0; i < 3; i++) {
-        CHECK_EQ_INT(md_video_preprocess_rgb(&src[0][0][0], W, H, W * 3, 3, cases[i].rot, S, NULL, NULL, a), MD_OK);
-        CHECK_EQ_INT(md_video_preprocess_rgb(cases[i].pic, cases[i].w, cases[i].h, cases[i].w * 3, 3, 0, S, NULL,
+        CHECK_EQ_INT(md_image_preprocess(&src[0][0][0], W, H, W * 3, 3, cases[i].rot, S, NULL, NULL, a), MD_OK);
+        CHECK_EQ_INT(md_image_preprocess(cases[i].pic, cases[i].w, cases[i].h, cases[i].w * 3, 3, 0, S, NULL,
                                              NULL, b),
                      MD_OK);
         CHECK(memcmp(a, b, sizeof a) == 0);
     }
-    CHECK_EQ_INT(md_video_preprocess_rgb(&src[0][0][0], W, H, W * 3, 3, 45, S, NULL, NULL, a), MD_ERR_INVALID);
-    CHECK_EQ_INT(md_video_preprocess_rgb(&src[0][0][0], W, H, W * 2, 3, 0, S, NULL, NULL, a), MD_ERR_INVALID);
-    CHECK_EQ_INT(md_video_preprocess_rgb(NULL, W, H, W * 3, 3, 0, S, NULL, NULL, a), MD_ERR_INVALID);
+    CHECK_EQ_INT(md_image_preprocess(&src[0][0][0], W, H, W * 3, 3, 45, S, NULL, NULL, a), MD_ERR_INVALID);
+    CHECK_EQ_INT(md_image_preprocess(&src[0][0][0], W, H, W * 2, 3, 0, S, NULL, NULL, a), MD_ERR_INVALID);
+    CHECK_EQ_INT(md_image_preprocess(NULL, W, H, W * 3, 3, 0, S, NULL, NULL, a), MD_ERR_INVALID);
 }
 
 /* Non-default normalisation is the same per-channel affine map. */
@@ -590,8 +590,8 @@ static void test_preprocess_mean_std(void)
         px[i] = (unsigned char)(i * 37);
     float a[3 * 8 * 8], b[3 * 8 * 8];
     const float mean[3] = {0.5f, 0.5f, 0.5f}, std[3] = {0.5f, 0.25f, 1.0f};
-    CHECK_EQ_INT(md_video_preprocess_rgb(px, 8, 8, 24, 3, 0, 8, mean, std, a), MD_OK);
-    CHECK_EQ_INT(md_video_preprocess_rgb(px, 8, 8, 24, 3, 0, 8, NULL, NULL, b), MD_OK);
+    CHECK_EQ_INT(md_image_preprocess(px, 8, 8, 24, 3, 0, 8, mean, std, a), MD_OK);
+    CHECK_EQ_INT(md_image_preprocess(px, 8, 8, 24, 3, 0, 8, NULL, NULL, b), MD_OK);
     /* 8x8 to 8: no resampling, so the values are the input's. */
     CHECK(fabsf(a[0] - ((float)px[0] / 255.0f - 0.5f) / 0.5f) < 1e-6f);
     CHECK(fabsf(a[64 + 1] - ((float)px[4] / 255.0f - 0.5f) / 0.25f) < 1e-6f);
@@ -765,7 +765,7 @@ static void test_pixels_match_every_frame(void)
 }
 
 /* Our RGB conversion is the ffmpeg CLI's (-pix_fmt rgb24), so a frame through the decoder equals
- * the CLI's frame through md_video_preprocess_rgb; for the rotated file the CLI turns the picture
+ * the CLI's frame through md_image_preprocess; for the rotated file the CLI turns the picture
  * itself (autorotate). */
 static int cli_frame_tensor(const char *path, int index, int w, int h, int size, float *out)
 {
@@ -779,7 +779,7 @@ static int cli_frame_tensor(const char *path, int index, int w, int h, int size,
     size_t len;
     unsigned char *rgb = tu_read_file(fx(name), &len);
     int rc = rgb && len == (size_t)w * h * 3 &&
-                     md_video_preprocess_rgb(rgb, w, h, w * 3, 3, 0, size, NULL, NULL, out) == MD_OK
+                     md_image_preprocess(rgb, w, h, w * 3, 3, 0, size, NULL, NULL, out) == MD_OK
                  ? 0
                  : -1;
     free(rgb);

@@ -9,8 +9,8 @@
 #include "harness.h"
 #include "testutil.h"
 
-#include "../../engine/log.h"
-#include "../../engine/status.h"
+#include "../../base/log.h"
+#include "../../base/status.h"
 #include "../../video/video.h"
 
 #include <dirent.h>
@@ -447,11 +447,11 @@ static int shared_clip(char *out, size_t outlen)
         snprintf(out, outlen, "%s/parakeet-ladder.mp4", env);
         return access(out, R_OK) == 0;
     }
-    /* The repository root is where engine/status.h is, from the current directory upwards. */
+    /* The repository root is where base/status.h is, from the current directory upwards. */
     char up[64] = "";
     for (int depth = 0; depth < 5; depth++) {
         char probe_path[128];
-        snprintf(probe_path, sizeof probe_path, "%sengine/status.h", up);
+        snprintf(probe_path, sizeof probe_path, "%sbase/status.h", up);
         if (access(probe_path, F_OK) == 0) {
             snprintf(out, outlen, "%s../shared/media/parakeet-ladder.mp4", up);
             return access(out, R_OK) == 0;

@@ -1,4 +1,4 @@
-/* preprocess.c - CLIP's image preprocessing on RGB24 pictures, bit for bit as Hugging Face
+/* image.c - CLIP's image preprocessing on RGB24 pictures, bit for bit as Hugging Face
  * CLIPImageProcessor (its PIL implementation) does it:
  *
  *   1. resize so the shortest side is S: the long side becomes int(S * long / short), with PIL's
@@ -20,7 +20,7 @@
  * Pictures with alpha are composited onto opaque white first, with PIL's alpha_composite integer
  * arithmetic, as CLIPImageProcessor's convert-to-RGB step does.
  */
-#include "internal.h"
+#include "image.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -28,6 +28,9 @@
 #include <string.h>
 
 #define PRECISION_BITS (32 - 8 - 2)
+
+const float md_image_clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+const float md_image_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 /* Pillow's bicubic_filter: Keys' cubic convolution kernel with a = -0.5, support 2. */
 static double bicubic(double x)
@@ -42,7 +45,7 @@ static double bicubic(double x)
     return 0.0;
 }
 
-int md_video_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk)
+int md_image_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bounds, int32_t *kk)
 {
     if (in_size < 1 || out_size < 1 || n < 0 || out0 < 0 || out0 + n > out_size)
         return -1;
@@ -90,15 +93,15 @@ int md_video_bicubic_coeffs(int in_size, int out_size, int out0, int n, int *bou
     return ksize;
 }
 
-/* md_video_bicubic_coeffs into freshly allocated tables (the caller frees both). */
+/* md_image_bicubic_coeffs into freshly allocated tables (the caller frees both). */
 static int coeffs(int in_size, int out_size, int out0, int n, int **bounds_out, int32_t **kk_out)
 {
-    int ksize = md_video_bicubic_coeffs(in_size, out_size, out0, n, NULL, NULL);
+    int ksize = md_image_bicubic_coeffs(in_size, out_size, out0, n, NULL, NULL);
     if (ksize < 0)
         return -1;
     int *bounds = malloc(sizeof(int) * 2 * (size_t)(n ? n : 1));
     int32_t *kk = malloc(sizeof(int32_t) * (size_t)ksize * (size_t)(n ? n : 1));
-    if (!bounds || !kk || md_video_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk) < 0) {
+    if (!bounds || !kk || md_image_bicubic_coeffs(in_size, out_size, out0, n, bounds, kk) < 0) {
         free(bounds);
         free(kk);
         return -1;
@@ -114,7 +117,7 @@ static inline uint8_t clip8(int32_t v)
     return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
 }
 
-void md_video_prep_free(md_video_prep *p)
+void md_image_prep_free(md_image_prep *p)
 {
     if (!p)
         return;
@@ -127,17 +130,17 @@ void md_video_prep_free(md_video_prep *p)
     free(p);
 }
 
-md_video_prep *md_video_prep_new(int size, const float mean[3], const float std[3])
+md_image_prep *md_image_prep_new(int size, const float mean[3], const float std[3])
 {
-    if (size < 1 || size > MD_VIDEO_MAX_SIZE)
+    if (size < 1 || size > MD_IMAGE_MAX_SIZE)
         return NULL;
-    md_video_prep *p = calloc(1, sizeof *p);
+    md_image_prep *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->size = size;
     for (int c = 0; c < 3; c++) {
-        float m = mean ? mean[c] : md_video_clip_mean[c];
-        float s = std ? std[c] : md_video_clip_std[c];
+        float m = mean ? mean[c] : md_image_clip_mean[c];
+        float s = std ? std[c] : md_image_clip_std[c];
         for (int u = 0; u < 256; u++) {
             /* numpy: (uint8 as float64 * (1/255)) cast to float32, then float32 (x - m) / s. */
             float x = (float)((double)u * (1.0 / 255.0));
@@ -148,7 +151,7 @@ md_video_prep *md_video_prep_new(int size, const float mean[3], const float std[
 }
 
 /* Makes sure the coefficient tables match a W x H (display orientation) picture. */
-static md_status prep_geometry(md_video_prep *p, int w, int h)
+static md_status prep_geometry(md_image_prep *p, int w, int h)
 {
     if (p->w == w && p->h == h && p->hk && p->vk)
         return MD_OK;
@@ -199,7 +202,7 @@ static md_status grow(uint8_t **buf, size_t *cap, size_t need)
     return MD_OK;
 }
 
-md_status md_video_prep_run(md_video_prep *p, const uint8_t *rgb, int width, int height, ptrdiff_t stride,
+md_status md_image_prep_run(md_image_prep *p, const uint8_t *rgb, int width, int height, ptrdiff_t stride,
                             int rotation, float *out)
 {
     if (!p || !rgb || !out || width <= 0 || height <= 0)
@@ -322,7 +325,7 @@ md_status md_video_prep_run(md_video_prep *p, const uint8_t *rgb, int width, int
  * premultiplying runs in integers with a rounding divide by 255. */
 #define SHIFTFORDIV255(a) ((((a) >> 8) + (a)) >> 8)
 
-md_status md_video_prep_flatten(md_video_prep *p, const uint8_t *rgba, int width, int height, ptrdiff_t stride,
+md_status md_image_prep_flatten(md_image_prep *p, const uint8_t *rgba, int width, int height, ptrdiff_t stride,
                                 const uint8_t **rgb_out, ptrdiff_t *stride_out)
 {
     size_t need = (size_t)width * (size_t)height * 3;
@@ -354,23 +357,23 @@ md_status md_video_prep_flatten(md_video_prep *p, const uint8_t *rgba, int width
     return MD_OK;
 }
 
-md_status md_video_preprocess_rgb(const unsigned char *pixels, int width, int height, ptrdiff_t stride,
+md_status md_image_preprocess(const unsigned char *pixels, int width, int height, ptrdiff_t stride,
                                   int channels, int rotation, int size, const float mean[3], const float std[3],
                                   float *out_chw)
 {
     if (!pixels || !out_chw || width <= 0 || height <= 0 || (channels != 3 && channels != 4) ||
-        size < 1 || size > MD_VIDEO_MAX_SIZE || stride < (ptrdiff_t)width * channels)
+        size < 1 || size > MD_IMAGE_MAX_SIZE || stride < (ptrdiff_t)width * channels)
         return MD_ERR_INVALID;
-    md_video_prep *p = md_video_prep_new(size, mean, std);
+    md_image_prep *p = md_image_prep_new(size, mean, std);
     if (!p)
         return MD_ERR_NOMEM;
     md_status st = MD_OK;
     const uint8_t *rgb = pixels;
     ptrdiff_t rs = stride;
     if (channels == 4)
-        st = md_video_prep_flatten(p, pixels, width, height, stride, &rgb, &rs);
+        st = md_image_prep_flatten(p, pixels, width, height, stride, &rgb, &rs);
     if (st == MD_OK)
-        st = md_video_prep_run(p, rgb, width, height, rs, rotation, out_chw);
-    md_video_prep_free(p);
+        st = md_image_prep_run(p, rgb, width, height, rs, rotation, out_chw);
+    md_image_prep_free(p);
     return st;
 }

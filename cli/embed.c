@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "../engine/clip.h"
-#include "../engine/log.h"
+#include "../base/log.h"
 #include "../video/video.h"
 #include "cJSON.h"
 
