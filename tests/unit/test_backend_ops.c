@@ -50,7 +50,6 @@ const md_backend_i *md_backend_cuda_emu(void);
 #else
 #define CUDA_UNDER_TEST() md_backend_cuda()
 #endif
-static int g_skipped;
 
 /* ------------------------------------------------------------------ random inputs */
 
@@ -1254,8 +1253,9 @@ static void test_table(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     CPU = md_backend_cpu();
     md_backend_cpu_set_threads(2);
     snprintf(g_dir, sizeof g_dir, "/tmp/md-backend-ops-%d", (int)getpid());
@@ -1269,8 +1269,7 @@ int main(void)
     if (CUDA_UNDER_TEST()) {
         RUN(test_cuda);
     } else {
-        fprintf(stderr, "skip   test_cuda: skipped (%s)\n", md_backend_cuda_why());
-        g_skipped++;
+        SKIP(test_cuda, md_backend_cuda_why());
         if (getenv("MD_REQUIRE_CUDA") && strcmp(getenv("MD_REQUIRE_CUDA"), "1") == 0) {
             fprintf(stderr, "not ok test_cuda: MD_REQUIRE_CUDA=1 but no usable CUDA device\n");
             md_t_failed++;
@@ -1280,7 +1279,5 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", g_dir);
-    fflush(stderr);
-    printf("test_backend_ops: %d passed, %d failed, %d skipped\n", md_t_passed, md_t_failed, g_skipped);
-    return md_t_failed ? 1 : 0;
+    return md_test_summary("test_backend_ops");
 }

@@ -425,8 +425,9 @@ static void test_library_recovers_jobs(void)
     md_library_close(lib);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     md_log_set_level(MD_LOG_WARN);
     snprintf(g_tmp, sizeof g_tmp, "%s/momentd-core-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(g_tmp)) {

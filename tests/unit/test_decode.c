@@ -10,7 +10,7 @@
  * end). Sampling is checked against ffprobe's view of the same files: its frames' best-effort
  * timestamps and keyframe flags, the stream's time base and start. For a target t the expected
  * frame is the last one with pts <= t. The real clips in ../shared/media ($MD_SHARED_MEDIA) and the
- * forensics-samples-files phone video are checked the same way when present, else "skipped".
+ * forensics-samples-files phone video are checked the same way when present, else counted as skipped.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
@@ -932,7 +932,7 @@ static void test_long_video_constant_memory(void)
     fprintf(stderr, "  1200 samples of 6000 frames: RSS %ld KiB after 64 samples, at most %ld KiB after\n",
             rss_early, rss_end);
     if (UNDER_SANITIZER)
-        fprintf(stderr, "skipped rss growth check: the sanitizer's allocator keeps freed memory\n");
+        md_test_skip("RSS growth check not run: the sanitizer's allocator keeps freed memory");
     else
         CHECK(rss_end - rss_early < 2048);
 }
@@ -1122,36 +1122,35 @@ static void run_real_clips(void)
         int w, h;
     } clips[] = {{"parakeet-ladder.mp4", 406, 720}, {"lion-monkey.mp4", 404, 720}};
     char path[512];
+    char name[128];
     for (size_t i = 0; i < sizeof clips / sizeof clips[0]; i++) {
-        if (!shared_media(clips[i].name, path, sizeof path)) {
-            fprintf(stderr, "skipped real clip %s: not found in ../shared/media\n", clips[i].name);
+        snprintf(name, sizeof name, "real_clip %s", clips[i].name);
+        if (!md_test_begin(name))
             continue;
+        if (!shared_media(clips[i].name, path, sizeof path)) {
+            md_test_skip("not found in $MD_SHARED_MEDIA or ../shared/media");
+        } else {
+            check_real(path, clips[i].w, clips[i].h, 224);
+            fprintf(stderr, "  %s: %d samples\n", clips[i].name, g_d.n);
         }
-        md_t_cur_failed = 0;
-        check_real(path, clips[i].w, clips[i].h, 224);
-        fprintf(stderr, "%s real clip %s (%d samples)\n", md_t_cur_failed ? "not ok" : "ok    ", clips[i].name, g_d.n);
-        if (md_t_cur_failed)
-            md_t_failed++;
-        else
-            md_t_passed++;
+        md_test_end(name);
     }
     const char *dog = "/usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4";
-    if (access(dog, R_OK) != 0) {
-        fprintf(stderr, "skipped real clip VID_20191220_170832.mp4: forensics-samples-files not installed\n");
+    snprintf(name, sizeof name, "real_clip VID_20191220_170832.mp4 1080p");
+    if (!md_test_begin(name))
         return;
+    if (access(dog, R_OK) != 0) {
+        md_test_skip("forensics-samples-files not installed");
+    } else {
+        check_real(dog, 1920, 1080, 224);
+        fprintf(stderr, "  VID_20191220_170832.mp4: %d samples\n", g_d.n);
     }
-    md_t_cur_failed = 0;
-    check_real(dog, 1920, 1080, 224);
-    fprintf(stderr, "%s real clip VID_20191220_170832.mp4 1080p (%d samples)\n", md_t_cur_failed ? "not ok" : "ok    ",
-            g_d.n);
-    if (md_t_cur_failed)
-        md_t_failed++;
-    else
-        md_t_passed++;
+    md_test_end(name);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     md_video_global_init();
     md_log_set_level(MD_LOG_ERROR); /* damaged fixtures make FFmpeg warn, on purpose */
     const char *tmp = getenv("TMPDIR");
@@ -1172,40 +1171,43 @@ int main(void)
     const char *version[] = {"ffprobe", "-version", NULL};
     char *v = capture(version);
     const char *fversion[] = {"-version", NULL};
+    /* The decoder cases need ffmpeg and ffprobe: without them each is counted as skipped. A
+     * failure to make the fixtures with working tools is a failure (the cases are not run). */
     if (!v || run_ffmpeg(fversion) != 0) {
-        fprintf(stderr, "skipped decoder cases: no working ffmpeg/ffprobe on PATH\n");
+        md_test_skip_rest("no working ffmpeg/ffprobe on PATH to make the fixtures");
     } else if (make_fixtures() != 0) {
         fprintf(stderr, "not ok make_fixtures\n");
         md_t_failed++;
-    } else {
-        RUN(test_h264_mp4);
-        RUN(test_edit_list);
-        RUN(test_hevc_mkv);
-        RUN(test_vp9_webm);
-        RUN(test_mpeg4_avi);
-        RUN(test_mjpeg_avi);
-        RUN(test_msmpeg4_avi);
-        RUN(test_vfr_mkv);
-        RUN(test_nonzero_start);
-        RUN(test_missing_timestamps);
-        RUN(test_odd_and_tiny_sizes);
-        RUN(test_fps_variants);
-        RUN(test_count_mode);
-        RUN(test_pixels_match_every_frame);
-        RUN(test_rgb_matches_ffmpeg_cli);
-        RUN(test_rotation);
-        RUN(test_keyframe_mode);
-        RUN(test_batches);
-        RUN(test_long_video_constant_memory);
-        RUN(test_truncated);
-        RUN(test_corrupt_middle);
-        RUN(test_nothing_decodable);
-        RUN(test_open_errors);
-        RUN(test_bad_params);
-        RUN(test_interrupt);
-        RUN(test_load_image);
-        run_real_clips();
+        md_test_skip_rest("make_fixtures failed");
     }
+    RUN(test_h264_mp4);
+    RUN(test_edit_list);
+    RUN(test_hevc_mkv);
+    RUN(test_vp9_webm);
+    RUN(test_mpeg4_avi);
+    RUN(test_mjpeg_avi);
+    RUN(test_msmpeg4_avi);
+    RUN(test_vfr_mkv);
+    RUN(test_nonzero_start);
+    RUN(test_missing_timestamps);
+    RUN(test_odd_and_tiny_sizes);
+    RUN(test_fps_variants);
+    RUN(test_count_mode);
+    RUN(test_pixels_match_every_frame);
+    RUN(test_rgb_matches_ffmpeg_cli);
+    RUN(test_rotation);
+    RUN(test_keyframe_mode);
+    RUN(test_batches);
+    RUN(test_long_video_constant_memory);
+    RUN(test_truncated);
+    RUN(test_corrupt_middle);
+    RUN(test_nothing_decodable);
+    RUN(test_open_errors);
+    RUN(test_bad_params);
+    RUN(test_interrupt);
+    RUN(test_load_image);
+    run_real_clips();
+    md_test_skip_rest(NULL);
     free(v);
     free(g_d.px);
     free(g_d2.px);

@@ -839,8 +839,9 @@ static void test_params(void)
     CHECK(strstr(err, "d_state") != NULL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     snprintf(g_tmp, sizeof g_tmp, "%s/momentd-mamba-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(g_tmp)) {
         perror("mkdtemp");

@@ -215,8 +215,9 @@ static void test_corrupt_headers(void)
     fprintf(stderr, "  truncated file: %s\n", err);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     snprintf(g_tmp, sizeof g_tmp, "/tmp/md_st_XXXXXX");
     if (!mkdtemp(g_tmp)) {
         perror("mkdtemp");

@@ -596,8 +596,9 @@ static void test_halves(void)
     md_index_free(ix);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     RUN(test_planted_run_is_the_moment);
     RUN(test_two_runs_stay_two);
     RUN(test_noise_is_not_confident);

@@ -105,8 +105,9 @@ static void test_routes_are_unique(void)
                     strcmp(md_routes[i].pattern, md_routes[j].pattern) == 0));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     RUN(test_match_pattern);
     RUN(test_openapi_matches_routes);
     RUN(test_status_mapping);

@@ -1,8 +1,8 @@
 /* test_video.c - unit tests of video/probe.c (md_video_probe); the decoder is tested in test_decode.c.
  *
  * Fixtures are made at run time with the ffmpeg CLI (found via PATH) in a mkdtemp directory that
- * is removed at the end, so nothing binary is committed. Without ffmpeg the fixture cases print
- * "skipped" and only the cases that need no encoder run. The shared sample clip is probed when
+ * is removed at the end, so nothing binary is committed. Without ffmpeg the fixture cases are
+ * counted as skipped and only the cases that need no encoder run. The shared sample clip is probed when
  * present: $MD_SHARED_MEDIA/parakeet-ladder.mp4, else ../shared/media/ beside the repository root.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -483,8 +483,9 @@ static void test_shared_clip(void)
     CHECK_EQ_INT(vi.max_keyframe_gap_ms, 5333);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    md_test_init(argc, argv);
     md_video_global_init();
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/md_test_video.XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -505,32 +506,35 @@ int main(void)
 
     const char *version[] = {"-version", NULL};
     g_have_ffmpeg = run_ffmpeg(version) == 0;
+    /* The fixture cases need ffmpeg: without it each is counted as skipped. A failure to make
+     * the fixtures with a working ffmpeg is a failure (and the cases are not run). */
     if (!g_have_ffmpeg) {
-        fprintf(stderr, "skipped fixture cases: no working ffmpeg on PATH\n");
+        md_test_skip_rest("no working ffmpeg on PATH to make the fixtures");
     } else if (make_fixtures() != 0) {
         fprintf(stderr, "not ok make_fixtures\n");
         md_t_failed++;
-    } else {
-        RUN(test_h264_mp4);
-        RUN(test_audio_and_video);
-        RUN(test_vp9_webm);
-        RUN(test_mpeg4_avi);
-        RUN(test_audio_only);
-        RUN(test_still_image);
-        RUN(test_truncated_faststart);
-        RUN(test_truncated_moov_last);
-        RUN(test_truncated_mkv);
-        RUN(test_rotation);
-        RUN(test_progress);
-        RUN(test_cancel);
-        RUN(test_cancel_on_final_call);
-        RUN(test_concurrent);
+        md_test_skip_rest("make_fixtures failed");
     }
+    RUN(test_h264_mp4);
+    RUN(test_audio_and_video);
+    RUN(test_vp9_webm);
+    RUN(test_mpeg4_avi);
+    RUN(test_audio_only);
+    RUN(test_still_image);
+    RUN(test_truncated_faststart);
+    RUN(test_truncated_moov_last);
+    RUN(test_truncated_mkv);
+    RUN(test_rotation);
+    RUN(test_progress);
+    RUN(test_cancel);
+    RUN(test_cancel_on_final_call);
+    RUN(test_concurrent);
+    md_test_skip_rest(NULL);
 
     if (shared_clip(g_clip, sizeof g_clip))
         RUN(test_shared_clip);
     else
-        fprintf(stderr, "skipped test_shared_clip: parakeet-ladder.mp4 not found\n");
+        SKIP(test_shared_clip, "parakeet-ladder.mp4 not found ($MD_SHARED_MEDIA or ../shared/media)");
 
     tu_remove_dir(g_dir);
     return md_test_summary("test_video");
