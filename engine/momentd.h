@@ -135,14 +135,62 @@ typedef struct md_search_query {
     const char *image_path;
     long long video_id;
     double t_s;
-    int k;                   /* moments wanted: 1..100 */
-    int offset;              /* pagination */
+    int k;                   /* moments wanted: MD_SEARCH_K_MIN..MD_SEARCH_K_MAX */
+    int offset;              /* pagination: 0..MD_SEARCH_OFFSET_MAX */
     double min_score;        /* raw cosine floor; -1: none */
     const long long *videos; /* restrict to these videos (NULL: all) */
     int n_videos;
 } md_search_query;
 
-#define MD_MAX_QUERY_BYTES 1000
+/* ---- Limits ------------------------------------------------------------------------------
+ * Every bound on a request and on a library setting is defined here, once, and checked by the
+ * md_*_check functions below (engine/limits.c). The server's settings table and handlers use
+ * the same constants, so changing a limit is one edit. The product ranges of the settings lie
+ * inside what the video decoder (MD_VIDEO_FPS_MAX) and the temporal encoder
+ * (MD_TEMPORAL_WINDOW_MAX) accept; limits.c checks that. */
+
+/* Search (md_search_query) and grounding. */
+#define MD_SEARCH_K_MIN 1
+#define MD_SEARCH_K_MAX 100            /* moments per answer */
+#define MD_SEARCH_OFFSET_MAX 10000     /* pagination reaches this deep, no further */
+#define MD_SEARCH_MIN_SCORE_MIN (-1.0) /* a cosine floor: -1 (no floor) .. 1 */
+#define MD_SEARCH_MIN_SCORE_MAX 1.0
+#define MD_SEARCH_T_MAX 1e9            /* seconds into a video, for query by example */
+#define MD_SEARCH_MAX_VIDEOS 1000      /* video ids in a filter */
+#define MD_GROUND_TOP_N_MIN 1
+#define MD_GROUND_TOP_N_MAX 100
+#define MD_MAX_QUERY_BYTES 1000        /* query text, in bytes */
+#define MD_ID_MAX ((long long)1 << 53) /* ids are >= 1 and exact in a JSON number */
+
+/* Library settings (md_library_params, and the server's settings of the same names). */
+#define MD_WORKERS_MIN 1
+#define MD_WORKERS_MAX 64
+#define MD_MAX_UPLOAD_MIN 1LL
+#define MD_MAX_UPLOAD_MAX (1LL << 50)
+#define MD_JOB_RETRIES_MAX 100
+#define MD_DEBUG_JOB_DELAY_MS_MAX 60000
+#define MD_SAMPLE_FPS_MIN 0.01
+#define MD_SAMPLE_FPS_MAX 30.0
+#define MD_SEGMENT_FRAMES_MIN 1
+#define MD_SEGMENT_FRAMES_MAX 64
+#define MD_WINDOW_FRAMES_MIN 1
+#define MD_WINDOW_FRAMES_MAX 1024 /* and a multiple of segment_frames */
+
+/* The check functions: MD_OK, or MD_ERR_INVALID with a message in E that names the field (as the
+ * API and the settings spell it) and its range. They read only their arguments: thread-safe.
+ * md_library_search / md_library_ground / md_library_open call them first; the server calls
+ * them too, so that a bad request is a 400 before any work.
+ *
+ * md_search_query_check: k, offset, min_score (finite), t (finite), the filter (at most
+ * MD_SEARCH_MAX_VIDEOS ids, each 1..MD_ID_MAX), video_id >= 0, exactly one of text, image_path
+ * or video_id, and a text that is not blank and at most MD_MAX_QUERY_BYTES long. */
+md_status md_search_query_check(const md_search_query *q, md_error *e);
+/* top_n, then TEXT as above (NULL: "give the query text"). */
+md_status md_ground_check(const char *text, int top_n, md_error *e);
+/* A whole md_library_params: data_dir, workers, max_upload, job_retries, debug_job_delay_ms,
+ * sample_fps, keyframes_only, mean/std, segment_frames, window_frames (a multiple of
+ * segment_frames), the allowed roots. */
+md_status md_library_params_check(const md_library_params *p, md_error *e);
 
 /* *OUT: {"query", "model", "took_ms", "took_ms_encode", "segments_scored", "confident",
  * "message", "total", "moments": [{"video_id", "video_name", "start", "end", "score", "z",

@@ -80,30 +80,13 @@ static int video_exists(md_library *lib, long long id)
     return found;
 }
 
-static md_status check_text(const char *text, md_error *e)
-{
-    size_t n = strlen(text);
-    const char *p = text;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    if (!*p)
-        return md_fail(e, MD_ERR_INVALID, "the query is empty");
-    if (n > MD_MAX_QUERY_BYTES)
-        return md_fail(e, MD_ERR_INVALID, "the query is %zu bytes long; the limit is %d", n, MD_MAX_QUERY_BYTES);
-    return MD_OK;
-}
-
-/* Embeds the query of Q into EMB (dim floats). Fills QJ with what the query was. */
+/* Embeds the query of Q (checked by md_search_query_check) into EMB (dim floats). Fills QJ with
+ * what the query was. */
 static md_status embed_query(md_library *lib, const md_search_query *q, float *emb, cJSON *qj, md_error *e)
 {
     char err[512] = "";
     md_status s;
-    int given = (q->text != NULL) + (q->image_path != NULL) + (q->video_id > 0);
-    if (given != 1)
-        return md_fail(e, MD_ERR_INVALID, "give exactly one query: text (q), an image, or video_id with t");
     if (q->text) {
-        if ((s = check_text(q->text, e)) != MD_OK)
-            return s;
         int ids[MD_CLIP_MAX_TOKENS], n_ids = 0;
         if ((s = md_clip_embed_text(lib->clip, q->text, emb, ids, &n_ids, err, sizeof err)) != MD_OK)
             return md_fail(e, s, "cannot encode the query: %s", err);
@@ -129,8 +112,6 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
     if (!video_exists(lib, q->video_id))
         return md_fail(e, MD_ERR_NOT_FOUND, "no video with id %lld", q->video_id);
     long long t_ms = (long long)llround(q->t_s * 1000.0), a, b;
-    if (!isfinite(q->t_s) || q->t_s < 0)
-        return md_fail(e, MD_ERR_INVALID, "'t' must be a time in seconds >= 0");
     if (md_index_lookup(lib->index, q->video_id, t_ms, emb, &a, &b) != MD_OK)
         return md_fail(e, MD_ERR_NOT_FOUND, "video %lld has no indexed segment at t=%.3f s (not indexed yet, or past its end)",
                        q->video_id, q->t_s);
@@ -171,8 +152,8 @@ md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **o
     *out = NULL;
     if (!lib->clip)
         return md_fail(e, MD_ERR_UNAVAILABLE, "no model is loaded");
-    if (q->k < 1 || q->k > 100 || q->offset < 0 || q->offset > 10000)
-        return md_fail(e, MD_ERR_INVALID, "'k' must be 1..100 and 'offset' 0..10000");
+    if ((s = md_search_query_check(q, e)) != MD_OK)
+        return s;
     double t0 = md_mono_s();
     int dim = md_clip_dim(lib->clip);
     if (!(emb = malloc((size_t)dim * sizeof *emb)) || !(res = cJSON_CreateObject())) {
@@ -248,9 +229,7 @@ md_status md_library_ground(md_library *lib, long long video_id, const char *tex
     *out = NULL;
     if (!lib->clip)
         return md_fail(e, MD_ERR_UNAVAILABLE, "no model is loaded");
-    if (top_n < 1 || top_n > 100)
-        return md_fail(e, MD_ERR_INVALID, "'top_n' must be 1..100");
-    if ((s = check_text(text, e)) != MD_OK)
+    if ((s = md_ground_check(text, top_n, e)) != MD_OK)
         return s;
     if (!video_exists(lib, video_id))
         return md_fail(e, MD_ERR_NOT_FOUND, "no video with id %lld", video_id);

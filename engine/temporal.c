@@ -445,13 +445,17 @@ void md_temporal_params_default(md_temporal_params *p, int tokens_per_frame)
     p->frame_interval_ms = 0;
 }
 
+/* The limits as text, so that the messages below stay constant strings. */
+#define MD_STR_(x) #x
+#define MD_STR(x) MD_STR_(x)
+
 md_status md_temporal_params_check(const md_temporal_params *p, char *err, size_t errlen)
 {
     const char *why = NULL;
-    if (p->tokens_per_frame < 1 || p->tokens_per_frame > 4096)
-        why = "tokens_per_frame must be in [1, 4096]";
-    else if (p->window_frames < 1 || p->window_frames > 4096)
-        why = "window_frames (T) must be in [1, 4096]";
+    if (p->tokens_per_frame < 1 || p->tokens_per_frame > MD_TEMPORAL_TOKENS_MAX)
+        why = "tokens_per_frame must be in [1, " MD_STR(MD_TEMPORAL_TOKENS_MAX) "]";
+    else if (p->window_frames < 1 || p->window_frames > MD_TEMPORAL_WINDOW_MAX)
+        why = "window_frames (T) must be in [1, " MD_STR(MD_TEMPORAL_WINDOW_MAX) "]";
     else if ((int64_t)p->window_frames * p->tokens_per_frame > INT_MAX / 4)
         why = "window_frames * tokens_per_frame is too large";
     else if (p->overlap_frames < 0 || p->overlap_frames >= p->window_frames)

@@ -123,9 +123,15 @@ md_status md_temporal_write(const char *path, const md_mamba *m, int trained, co
 md_status md_temporal_init_write(const char *path, const md_mamba_config *c, uint64_t seed, char *err,
                                  size_t errlen);
 
+/* What md_temporal_params_check accepts: a window of at most MD_TEMPORAL_WINDOW_MAX frames of at
+ * most MD_TEMPORAL_TOKENS_MAX tokens each (their product is capped too, so the scan's buffers stay
+ * within int indexing). The library's settings stay inside (engine/momentd.h, limits.c). */
+#define MD_TEMPORAL_WINDOW_MAX 4096
+#define MD_TEMPORAL_TOKENS_MAX 4096
+
 typedef struct md_temporal_params {
-    int tokens_per_frame;      /* 1 + P: 50 for ViT-B/32 at 224 px */
-    int window_frames;         /* T, default 32 */
+    int tokens_per_frame;      /* 1 + P: 50 for ViT-B/32 at 224 px; 1..MD_TEMPORAL_TOKENS_MAX */
+    int window_frames;         /* T, default 32; 1..MD_TEMPORAL_WINDOW_MAX */
     int overlap_frames;        /* look-ahead frames re-encoded by the next window, default 0 */
     int segment_frames;        /* k, default 4; (T - overlap) must be a multiple of k */
     int sample_stride;         /* s in 1..k, default 1 (all frames of a segment) */

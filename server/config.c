@@ -10,62 +10,83 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { T_STR, T_INT, T_SIZE, T_LIST, T_ENUM } cfg_type;
+typedef enum { T_STR, T_INT, T_SIZE, T_DOUBLE, T_LIST, T_ENUM } cfg_type;
+
+/* A row's check of what one value cannot show: the file system, other settings. Runs after every
+ * source was read, in table order; writes WHY (without the setting's name) on failure and may
+ * rewrite the field (allowed_roots are canonicalised). */
+typedef md_status (*setting_check_fn)(md_config *cfg, char *why, size_t len);
 
 typedef struct setting {
     const char *name;
     cfg_type type;
-    const char *def; /* default as text, parsed like any other source */
-    long long min, max;
+    const char *def;     /* default as text, parsed like any other source */
+    double min, max;     /* T_INT, T_SIZE, T_DOUBLE: the range, inclusive */
     const char *choices; /* T_ENUM: "a|b|c" */
     size_t off;          /* offset of the field in md_config */
     size_t count_off;    /* T_LIST: offset of the int count */
     const char *help;
+    setting_check_fn check; /* NULL: the type and range say it all */
 } setting;
 
+static md_status check_bind(md_config *cfg, char *why, size_t len);
+static md_status check_data_dir(md_config *cfg, char *why, size_t len);
+static md_status check_model_dir(md_config *cfg, char *why, size_t len);
+static md_status check_allowed_roots(md_config *cfg, char *why, size_t len);
+static md_status check_cors_origins(md_config *cfg, char *why, size_t len);
+static md_status check_window_frames(md_config *cfg, char *why, size_t len);
+static md_status check_temporal(md_config *cfg, char *why, size_t len);
+
+/* The ranges of settings that the engine takes are the engine's (momentd.h, "Limits"), so that
+ * md_library_params_check and this table cannot disagree. */
 #define F(f) offsetof(md_config, f)
 static const setting SETTINGS[] = {
-    {"bind", T_STR, "127.0.0.1", 0, 0, NULL, F(bind), 0, "IP address to listen on (0.0.0.0 for all interfaces)"},
-    {"port", T_INT, "8080", 0, 65535, NULL, F(port), 0, "TCP port; 0 picks a free port and logs it"},
-    {"data_dir", T_STR, "./data", 0, 0, NULL, F(data_dir), 0, "database and uploaded videos"},
-    {"model_dir", T_STR, "", 0, 0, NULL, F(model_dir), 0, "Hugging Face CLIP checkpoint directory (empty: none)"},
-    {"max_upload", T_SIZE, "4G", 1, (long long)1 << 50, NULL, F(max_upload), 0,
-     "largest accepted upload, bytes with optional K/M/G/T suffix"},
-    {"workers", T_INT, "2", 1, 64, NULL, F(workers), 0, "indexing worker threads"},
-    {"http_threads", T_INT, "8", 1, 256, NULL, F(http_threads), 0, "HTTP connection threads"},
+    {"bind", T_STR, "127.0.0.1", 0, 0, NULL, F(bind), 0, "IP address to listen on (0.0.0.0 for all interfaces)",
+     check_bind},
+    {"port", T_INT, "8080", 0, 65535, NULL, F(port), 0, "TCP port; 0 picks a free port and logs it", NULL},
+    {"data_dir", T_STR, "./data", 0, 0, NULL, F(data_dir), 0, "database and uploaded videos", check_data_dir},
+    {"model_dir", T_STR, "", 0, 0, NULL, F(model_dir), 0, "Hugging Face CLIP checkpoint directory (empty: none)",
+     check_model_dir},
+    {"max_upload", T_SIZE, "4G", MD_MAX_UPLOAD_MIN, MD_MAX_UPLOAD_MAX, NULL, F(max_upload), 0,
+     "largest accepted upload, bytes with optional K/M/G/T suffix", NULL},
+    {"workers", T_INT, "2", MD_WORKERS_MIN, MD_WORKERS_MAX, NULL, F(workers), 0, "indexing worker threads", NULL},
+    {"http_threads", T_INT, "8", 1, 256, NULL, F(http_threads), 0, "HTTP connection threads", NULL},
     {"allowed_roots", T_LIST, "", 0, 0, NULL, F(allowed_roots), F(n_allowed_roots),
-     "comma-separated directories that POST /v1/index may read (empty: none)"},
-    {"api_key", T_STR, "", 0, 0, NULL, F(api_key), 0, "if set, every request except /v1/health needs 'Authorization: Bearer KEY'"},
+     "comma-separated directories that POST /v1/index may read (empty: none)", check_allowed_roots},
+    {"api_key", T_STR, "", 0, 0, NULL, F(api_key), 0,
+     "if set, every request except /v1/health needs 'Authorization: Bearer KEY'", NULL},
     {"cors_origins", T_LIST, "", 0, 0, NULL, F(cors_origins), F(n_cors_origins),
-     "comma-separated browser origins allowed by CORS, or * (empty: none)"},
-    {"log_level", T_ENUM, "info", 0, 0, "debug|info|warn|error", F(log_level), 0, "log verbosity"},
-    {"device", T_ENUM, "auto", 0, 0, "auto|cpu|cuda", F(device), 0, "compute backend"},
-    {"gpu_mem", T_SIZE, "0", 0, (long long)1 << 50, NULL, F(gpu_mem), 0,
+     "comma-separated browser origins allowed by CORS, or * (empty: none)", check_cors_origins},
+    {"log_level", T_ENUM, "info", 0, 0, "debug|info|warn|error", F(log_level), 0, "log verbosity", NULL},
+    {"device", T_ENUM, "auto", 0, 0, "auto|cpu|cuda", F(device), 0, "compute backend", NULL},
+    {"gpu_mem", T_SIZE, "0", 0, (double)(1LL << 50), NULL, F(gpu_mem), 0,
      "GPU memory momentd may use, bytes with optional K/M/G suffix (0: all the device has); batch sizes "
-     "fit it, and work that does not fit fails with a clear error"},
-    {"sample_fps", T_STR, "1", 0, 0, NULL, F(sample_fps), 0, "frames sampled per second of video (0.01 to 30)"},
-    {"segment_frames", T_INT, "4", 1, 64, NULL, F(segment_frames), 0,
-     "sampled frames per stored segment (k): a segment spans k / sample_fps seconds"},
-    {"window_frames", T_INT, "32", 1, 1024, NULL, F(window_frames), 0,
-     "frames the temporal encoder sees at once (T); a multiple of segment_frames"},
+     "fit it, and work that does not fit fails with a clear error", NULL},
+    {"sample_fps", T_DOUBLE, "1", MD_SAMPLE_FPS_MIN, MD_SAMPLE_FPS_MAX, NULL, F(sample_fps), 0,
+     "frames sampled per second of video", NULL},
+    {"segment_frames", T_INT, "4", MD_SEGMENT_FRAMES_MIN, MD_SEGMENT_FRAMES_MAX, NULL, F(segment_frames), 0,
+     "sampled frames per stored segment (k): a segment spans k / sample_fps seconds", NULL},
+    {"window_frames", T_INT, "32", MD_WINDOW_FRAMES_MIN, MD_WINDOW_FRAMES_MAX, NULL, F(window_frames), 0,
+     "frames the temporal encoder sees at once (T); a multiple of segment_frames", check_window_frames},
     {"temporal", T_STR, "", 0, 0, NULL, F(temporal), 0,
      "temporal.safetensors to use (empty: MODEL_DIR/temporal.safetensors if present, else a fresh untrained "
-     "encoder kept in DATA_DIR/temporal/)"},
+     "encoder kept in DATA_DIR/temporal/)", check_temporal},
     {"keyframes_only", T_INT, "0", 0, 1, NULL, F(keyframes_only), 0,
      "1: archive mode, decode only keyframes when they are at least as frequent as samples (faster; a sample "
-     "may be up to one keyframe interval early)"},
+     "may be up to one keyframe interval early)", NULL},
     {"threads", T_INT, "0", 0, 256, NULL, F(threads), 0,
-     "math threads per worker (OpenBLAS); 0: cores / workers, at least 1"},
-    {"job_retries", T_INT, "3", 0, 100, NULL, F(job_retries), 0,
-     "times a job interrupted by a crash is resumed before it is failed"},
-    {"debug_job_delay_ms", T_INT, "0", 0, 60000, NULL, F(debug_job_delay_ms), 0,
-     "test hook: pause before each job and after each committed window (keep 0)"},
+     "math threads per worker (OpenBLAS); 0: cores / workers, at least 1", NULL},
+    {"job_retries", T_INT, "3", 0, MD_JOB_RETRIES_MAX, NULL, F(job_retries), 0,
+     "times a job interrupted by a crash is resumed before it is failed", NULL},
+    {"debug_job_delay_ms", T_INT, "0", 0, MD_DEBUG_JOB_DELAY_MS_MAX, NULL, F(debug_job_delay_ms), 0,
+     "test hook: pause before each job and after each committed window (keep 0)", NULL},
 };
 #define N_SETTINGS (sizeof SETTINGS / sizeof SETTINGS[0])
 
@@ -205,12 +226,29 @@ static md_status set_value(md_config *cfg, const setting *s, const char *value, 
                    s->type == T_SIZE ? "size (e.g. 512M, 4G)" : "whole number");
             return MD_ERR_INVALID;
         }
-        if (v < s->min || v > s->max) {
-            seterr(err, errlen, "setting '%s' (%s): %lld is out of range [%lld, %lld]", s->name, where, v, s->min,
+        if ((double)v < s->min || (double)v > s->max) {
+            seterr(err, errlen, "setting '%s' (%s): %lld is out of range [%.15g, %.15g]", s->name, where, v, s->min,
                    s->max);
             return MD_ERR_INVALID;
         }
         *(long long *)(base + s->off) = v;
+        return MD_OK;
+    }
+    case T_DOUBLE: {
+        char *end;
+        double v = strtod(value, &end);
+        /* strtod takes "nan" and "inf": they are words here, not numbers. */
+        if (end == value || *end || isnan(v)) {
+            seterr(err, errlen, "setting '%s' (%s): '%s' is not a number", s->name, where, value);
+            return MD_ERR_INVALID;
+        }
+        /* Inside the range also means finite; "1e400" parses as infinity (ERANGE) and fails here. */
+        if (!(v >= s->min && v <= s->max)) {
+            seterr(err, errlen, "setting '%s' (%s): %s is out of range [%g, %g]", s->name, where, value, s->min,
+                   s->max);
+            return MD_ERR_INVALID;
+        }
+        *(double *)(base + s->off) = v;
         return MD_OK;
     }
     case T_LIST: {
@@ -298,65 +336,101 @@ out:
     return st;
 }
 
-static md_status validate(md_config *cfg, char *err, size_t errlen)
+/* ---- the rows' checks (see setting_check_fn) -------------------------------------------------- */
+
+static md_status check_bind(md_config *cfg, char *why, size_t len)
 {
     unsigned char addr[16];
     if (inet_pton(AF_INET, cfg->bind, addr) != 1 && inet_pton(AF_INET6, cfg->bind, addr) != 1) {
-        seterr(err, errlen, "setting 'bind': '%s' is not an IPv4 or IPv6 address", cfg->bind);
+        snprintf(why, len, "'%s' is not an IPv4 or IPv6 address", cfg->bind);
         return MD_ERR_INVALID;
     }
+    return MD_OK;
+}
+
+static md_status check_data_dir(md_config *cfg, char *why, size_t len)
+{
     if (!cfg->data_dir[0]) {
-        seterr(err, errlen, "setting 'data_dir': must not be empty");
+        snprintf(why, len, "must not be empty");
         return MD_ERR_INVALID;
     }
-    if (cfg->model_dir[0]) {
-        struct stat sb;
-        if (stat(cfg->model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            seterr(err, errlen, "setting 'model_dir': '%s' is not a directory", cfg->model_dir);
-            return MD_ERR_INVALID;
-        }
-    }
-    char *end;
-    cfg->sample_fps_v = strtod(cfg->sample_fps, &end);
-    if (end == cfg->sample_fps || *end || !(cfg->sample_fps_v >= 0.01 && cfg->sample_fps_v <= 30)) {
-        seterr(err, errlen, "setting 'sample_fps': '%s' is not a number from 0.01 to 30", cfg->sample_fps);
+    return MD_OK;
+}
+
+static md_status check_model_dir(md_config *cfg, char *why, size_t len)
+{
+    struct stat sb;
+    if (cfg->model_dir[0] && (stat(cfg->model_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        snprintf(why, len, "'%s' is not a directory", cfg->model_dir);
         return MD_ERR_INVALID;
     }
-    if (cfg->window_frames % cfg->segment_frames != 0) {
-        seterr(err, errlen, "setting 'window_frames': %lld is not a multiple of segment_frames (%lld)",
-               cfg->window_frames, cfg->segment_frames);
-        return MD_ERR_INVALID;
-    }
-    if (cfg->temporal[0]) {
-        struct stat sb;
-        if (stat(cfg->temporal, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            seterr(err, errlen, "setting 'temporal': '%s' is not a file (create one with momentd init-temporal)",
-                   cfg->temporal);
-            return MD_ERR_INVALID;
-        }
-    }
-    /* Roots are compared against canonical paths later, so canonicalise them now. */
+    return MD_OK;
+}
+
+/* Roots are compared against canonical paths later, so canonicalise them now. */
+static md_status check_allowed_roots(md_config *cfg, char *why, size_t len)
+{
     for (int i = 0; i < cfg->n_allowed_roots; i++) {
         char *r = cfg->allowed_roots[i];
         if (r[0] != '/') {
-            seterr(err, errlen, "setting 'allowed_roots': '%s' is not an absolute path", r);
+            snprintf(why, len, "'%s' is not an absolute path", r);
             return MD_ERR_INVALID;
         }
         char *canon = realpath(r, NULL);
         struct stat sb;
         if (!canon || stat(canon, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            seterr(err, errlen, "setting 'allowed_roots': '%s' is not an existing directory", r);
+            snprintf(why, len, "'%s' is not an existing directory", r);
             free(canon);
             return MD_ERR_INVALID;
         }
         free(r);
         cfg->allowed_roots[i] = canon;
     }
+    return MD_OK;
+}
+
+static md_status check_cors_origins(md_config *cfg, char *why, size_t len)
+{
     for (int i = 0; i < cfg->n_cors_origins; i++) {
         const char *o = cfg->cors_origins[i];
         if (strcmp(o, "*") != 0 && strncmp(o, "http://", 7) != 0 && strncmp(o, "https://", 8) != 0) {
-            seterr(err, errlen, "setting 'cors_origins': '%s' is not * or an http(s):// origin", o);
+            snprintf(why, len, "'%s' is not * or an http(s):// origin", o);
             return MD_ERR_INVALID;
+        }
+    }
+    return MD_OK;
+}
+
+/* The temporal encoder commits whole segments: a window holds a whole number of them. */
+static md_status check_window_frames(md_config *cfg, char *why, size_t len)
+{
+    if (cfg->window_frames % cfg->segment_frames != 0) {
+        snprintf(why, len, "%lld is not a multiple of segment_frames (%lld)", cfg->window_frames,
+                 cfg->segment_frames);
+        return MD_ERR_INVALID;
+    }
+    return MD_OK;
+}
+
+static md_status check_temporal(md_config *cfg, char *why, size_t len)
+{
+    struct stat sb;
+    if (cfg->temporal[0] && (stat(cfg->temporal, &sb) != 0 || !S_ISREG(sb.st_mode))) {
+        snprintf(why, len, "'%s' is not a file (create one with momentd init-temporal)", cfg->temporal);
+        return MD_ERR_INVALID;
+    }
+    return MD_OK;
+}
+
+/* Runs the rows' checks once every source is in; the first failure names its setting. */
+static md_status validate(md_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        char why[PATH_MAX + 128];
+        md_status st;
+        if (SETTINGS[i].check && (st = SETTINGS[i].check(cfg, why, sizeof why)) != MD_OK) {
+            seterr(err, errlen, "setting '%s': %s", SETTINGS[i].name, why);
+            return st;
         }
     }
     return MD_OK;
@@ -468,7 +542,11 @@ void md_config_print_help(void)
         for (char *c = flag; *c; c++)
             if (*c == '_')
                 *c = '-';
-        printf("  --%-20s %s\n  %-22s default: %s%s%s; env %s\n\n", flag, s->help, "",
-               s->def[0] ? s->def : "(empty)", s->choices ? "; one of " : "", s->choices ? s->choices : "", env);
+        char range[80] = "";
+        if (s->type == T_INT || s->type == T_SIZE || s->type == T_DOUBLE)
+            snprintf(range, sizeof range, "; %.15g to %.15g", s->min, s->max);
+        printf("  --%-20s %s\n  %-22s default: %s%s%s%s; env %s\n\n", flag, s->help, "",
+               s->def[0] ? s->def : "(empty)", range, s->choices ? "; one of " : "", s->choices ? s->choices : "",
+               env);
     }
 }

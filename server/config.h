@@ -1,6 +1,7 @@
 /* config.h - momentd's settings: one table, three sources.
  *
- * Every setting is a row {name, type, default, min, max, help} in config.c.
+ * Every setting is a row {name, type, default, min, max, help, check} in config.c; the ranges of
+ * the settings the engine takes are its constants (engine/momentd.h, "Limits").
  * Sources are applied in this order, later ones overriding earlier ones:
  *   1. the config file (--config FILE or MOMENTD_CONFIG), lines "name = value", '#' comments;
  *   2. command-line flags: --name value or --name=value (underscores may be written as dashes);
@@ -37,8 +38,7 @@ typedef struct md_config {
     long long job_retries;
     long long threads;
     long long keyframes_only;
-    char *sample_fps;      /* frames per second of video; parsed as a number at validation */
-    double sample_fps_v;
+    double sample_fps;     /* frames sampled per second of video */
     long long segment_frames;
     long long window_frames;
     char *temporal;        /* temporal.safetensors path ("" = default) */

@@ -5,6 +5,8 @@
  */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +20,8 @@ const char *md_query_str(md_req *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-static md_status opt_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                         md_error *e);
+static md_status opt_ll(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
+                        md_error *e);
 
 static md_status reply_json(md_req *r, unsigned int code, cJSON *json)
 {
@@ -117,8 +119,8 @@ static md_status h_list_videos(md_req *r, md_error *e)
 {
     long long limit, offset;
     md_status st;
-    if ((st = opt_int(r, "limit", 50, 1, 1000, &limit, e)) != MD_OK ||
-        (st = opt_int(r, "offset", 0, 0, (long long)1 << 53, &offset, e)) != MD_OK)
+    if ((st = opt_ll(r, "limit", 50, 1, 1000, &limit, e)) != MD_OK ||
+        (st = opt_ll(r, "offset", 0, 0, (long long)1 << 53, &offset, e)) != MD_OK)
         return st;
     cJSON *res;
     if ((st = md_library_list_videos(r->srv->lib, limit, offset, &res, e)) != MD_OK)
@@ -182,95 +184,162 @@ static md_status h_index(md_req *r, md_error *e)
 
 /* ---- search and grounding -------------------------------------------- */
 
-/* A request option from the JSON body, the multipart form or the query string
- * (in that order), as text; NULL when absent. BUF holds numbers printed from JSON. */
-static const char *opt(md_req *r, const char *name, char *buf, size_t len)
+/* Where option NAME of a request is: the member of the JSON body, typed (*JSON), else the
+ * multipart form field or the query-string argument, as text (*TEXT); in that order. Returns 0
+ * when absent; a JSON null counts as absent. */
+static int opt_find(md_req *r, const char *name, const cJSON **json, const char **text)
 {
-    cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, name) : NULL;
-    if (cJSON_IsString(j))
-        return j->valuestring;
-    if (cJSON_IsNumber(j)) {
-        snprintf(buf, len, "%.17g", j->valuedouble);
-        return buf;
+    *json = NULL;
+    *text = NULL;
+    const cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, name) : NULL;
+    if (j && !cJSON_IsNull(j)) {
+        *json = j;
+        return 1;
     }
-    if (cJSON_IsBool(j))
-        return cJSON_IsTrue(j) ? "1" : "0";
-    if (j && !cJSON_IsNull(j))
-        return ""; /* wrong JSON type: parsed as invalid below */
     j = r->form ? cJSON_GetObjectItemCaseSensitive(r->form, name) : NULL;
-    if (cJSON_IsString(j))
-        return j->valuestring;
-    return md_query_str(r, name);
+    if (cJSON_IsString(j)) {
+        *text = j->valuestring;
+        return 1;
+    }
+    *text = md_query_str(r, name);
+    return *text != NULL;
 }
 
-static md_status opt_int(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                         md_error *e)
+/* Option NAME as a number: a JSON number is taken as it is (never printed and parsed back), a
+ * JSON value of another type is an error; text is parsed. *GIVEN says whether it was there.
+ * Ranges are the caller's: NaN and infinities come through, to fail its range check. */
+static md_status opt_number(md_req *r, const char *name, int *given, double *out, md_error *e)
 {
-    char buf[64];
-    const char *v = opt(r, name, buf, sizeof buf);
-    if (!v) {
-        *out = def;
+    const cJSON *j;
+    const char *v;
+    if (!(*given = opt_find(r, name, &j, &v)))
+        return MD_OK;
+    if (j) {
+        if (!cJSON_IsNumber(j))
+            return md_fail(e, MD_ERR_INVALID, "'%s' must be a number", name);
+        *out = j->valuedouble;
         return MD_OK;
     }
     char *end;
-    errno = 0;
     double x = strtod(v, &end);
-    if (end == v || *end || errno || x != (double)(long long)x)
-        return md_fail(e, MD_ERR_INVALID, "'%s': '%s' is not a whole number", name, v);
-    if (x < (double)min || x > (double)max)
-        return md_fail(e, MD_ERR_INVALID, "'%s': %s is out of range [%lld, %lld]", name, v, min, max);
-    *out = (long long)x;
-    return MD_OK;
-}
-
-static md_status opt_num(md_req *r, const char *name, double def, double min, double max, double *out, md_error *e)
-{
-    char buf[64];
-    const char *v = opt(r, name, buf, sizeof buf);
-    if (!v) {
-        *out = def;
-        return MD_OK;
-    }
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end || errno || !(x >= min && x <= max))
-        return md_fail(e, MD_ERR_INVALID, "'%s': '%s' is not a number in [%g, %g]", name, v, min, max);
+    if (end == v || *end)
+        return md_fail(e, MD_ERR_INVALID, "'%s': '%s' is not a number", name, v);
     *out = x;
     return MD_OK;
 }
 
-#define MAX_FILTER_VIDEOS 1000
+/* Option NAME as a whole number, DEF when absent. Out-of-int values saturate: every range such an
+ * option feeds lies inside int (asserted below), so the engine's check still rejects them, by name. */
+_Static_assert(MD_SEARCH_K_MAX < INT_MAX && MD_SEARCH_OFFSET_MAX < INT_MAX && MD_GROUND_TOP_N_MAX < INT_MAX,
+               "request limits must lie inside int");
+static md_status opt_int(md_req *r, const char *name, int def, int *out, md_error *e)
+{
+    double x = 0;
+    int given;
+    md_status st = opt_number(r, name, &given, &x, e);
+    if (st != MD_OK)
+        return st;
+    if (!given) {
+        *out = def;
+        return MD_OK;
+    }
+    if (x != trunc(x)) /* also NaN */
+        return md_fail(e, MD_ERR_INVALID, "'%s' must be a whole number", name);
+    *out = x < INT_MIN ? INT_MIN : x > INT_MAX ? INT_MAX : (int)x;
+    return MD_OK;
+}
 
-/* video_ids: a JSON array of ids or a comma-separated list. */
+/* Option NAME as a whole number in [MIN, MAX], DEF when absent: for the options whose range is
+ * the handler's own (list paging, ids). */
+static md_status opt_ll(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
+                        md_error *e)
+{
+    double x = 0;
+    int given;
+    md_status st = opt_number(r, name, &given, &x, e);
+    if (st != MD_OK)
+        return st;
+    if (!given) {
+        *out = def;
+        return MD_OK;
+    }
+    if (x != trunc(x))
+        return md_fail(e, MD_ERR_INVALID, "'%s' must be a whole number", name);
+    if (!(x >= (double)min && x <= (double)max))
+        return md_fail(e, MD_ERR_INVALID, "'%s' must be %lld..%lld", name, min, max);
+    *out = (long long)x;
+    return MD_OK;
+}
+
+/* Option NAME as a number, DEF when absent; the range is the engine's check. */
+static md_status opt_num(md_req *r, const char *name, double def, double *out, md_error *e)
+{
+    int given;
+    md_status st = opt_number(r, name, &given, out, e);
+    if (st == MD_OK && !given)
+        *out = def;
+    return st;
+}
+
+/* Option NAME as 0 or 1: a JSON boolean, or the number 0 or 1; DEF when absent. */
+static md_status opt_bool(md_req *r, const char *name, int def, int *out, md_error *e)
+{
+    const cJSON *j;
+    const char *v;
+    if (opt_find(r, name, &j, &v) && j && cJSON_IsBool(j)) {
+        *out = cJSON_IsTrue(j);
+        return MD_OK;
+    }
+    md_status st = opt_int(r, name, def, out, e);
+    if (st == MD_OK && *out != 0 && *out != 1)
+        return md_fail(e, MD_ERR_INVALID, "'%s' must be 0 or 1 (or false or true)", name);
+    return st;
+}
+
+/* Option NAME as text, NULL when absent; a JSON value that is not a string is an error. */
+static md_status opt_str(md_req *r, const char *name, const char **out, md_error *e)
+{
+    const cJSON *j;
+    opt_find(r, name, &j, out);
+    if (j) {
+        if (!cJSON_IsString(j))
+            return md_fail(e, MD_ERR_INVALID, "'%s' must be a string", name);
+        *out = j->valuestring;
+    }
+    return MD_OK;
+}
+
+/* video_ids: a JSON array of ids, or a comma-separated list in text. IDS holds
+ * MD_SEARCH_MAX_VIDEOS + 1: parsing stops one past the limit, and md_search_query_check names
+ * the excess. */
 static md_status opt_ids(md_req *r, long long *ids, int *n, md_error *e)
 {
+    const cJSON *j;
+    const char *v;
     *n = 0;
-    cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, "video_ids") : NULL;
-    if (j && !cJSON_IsNull(j)) {
-        cJSON *x;
+    if (!opt_find(r, "video_ids", &j, &v))
+        return MD_OK;
+    if (j) {
+        const cJSON *x;
         if (!cJSON_IsArray(j))
             return md_fail(e, MD_ERR_INVALID, "'video_ids' must be an array of video ids");
         cJSON_ArrayForEach(x, j)
         {
-            if (!cJSON_IsNumber(x) || x->valuedouble < 1 || x->valuedouble != (double)(long long)x->valuedouble)
+            if (*n > MD_SEARCH_MAX_VIDEOS)
+                break;
+            if (!cJSON_IsNumber(x) || !(x->valuedouble >= 1 && x->valuedouble <= (double)MD_ID_MAX) ||
+                x->valuedouble != trunc(x->valuedouble))
                 return md_fail(e, MD_ERR_INVALID, "'video_ids' must hold positive whole numbers");
-            if (*n >= MAX_FILTER_VIDEOS)
-                return md_fail(e, MD_ERR_INVALID, "'video_ids' holds more than %d ids", MAX_FILTER_VIDEOS);
             ids[(*n)++] = (long long)x->valuedouble;
         }
         return MD_OK;
     }
-    char buf[8];
-    const char *v = opt(r, "video_ids", buf, sizeof buf);
-    while (v && *v) {
+    while (*v && *n <= MD_SEARCH_MAX_VIDEOS) {
         char *end;
         errno = 0;
         long long id = strtoll(v, &end, 10);
         if (end == v || errno || id < 1 || (*end && *end != ','))
             return md_fail(e, MD_ERR_INVALID, "'video_ids' must be a comma-separated list of video ids");
-        if (*n >= MAX_FILTER_VIDEOS)
-            return md_fail(e, MD_ERR_INVALID, "'video_ids' holds more than %d ids", MAX_FILTER_VIDEOS);
         ids[(*n)++] = id;
         v = *end ? end + 1 : end;
     }
@@ -279,27 +348,18 @@ static md_status opt_ids(md_req *r, long long *ids, int *n, md_error *e)
 
 static md_status h_search(md_req *r, md_error *e)
 {
-    long long ids[MAX_FILTER_VIDEOS];
+    long long ids[MD_SEARCH_MAX_VIDEOS + 1];
     md_search_query q = {0};
-    long long k, offset, video_id;
-    double t, min_score;
+    long long video_id;
     md_status st;
-    char buf[64];
     if (r->body_json && !cJSON_IsObject(r->body_json))
         return md_fail(e, MD_ERR_INVALID, "expected a JSON object such as {\"q\": \"a dog jumps into a pool\"}");
-    if ((st = opt_int(r, "k", 10, 1, 100, &k, e)) != MD_OK || (st = opt_int(r, "offset", 0, 0, 10000, &offset, e)) != MD_OK ||
-        (st = opt_num(r, "min_score", -1, -1, 1, &min_score, e)) != MD_OK ||
-        (st = opt_int(r, "video_id", 0, 1, (long long)1 << 53, &video_id, e)) != MD_OK ||
-        (st = opt_num(r, "t", 0, 0, 1e9, &t, e)) != MD_OK || (st = opt_ids(r, ids, &q.n_videos, e)) != MD_OK)
+    if ((st = opt_int(r, "k", 10, &q.k, e)) != MD_OK || (st = opt_int(r, "offset", 0, &q.offset, e)) != MD_OK ||
+        (st = opt_num(r, "min_score", -1, &q.min_score, e)) != MD_OK ||
+        (st = opt_ll(r, "video_id", 0, 1, MD_ID_MAX, &video_id, e)) != MD_OK ||
+        (st = opt_num(r, "t", 0, &q.t_s, e)) != MD_OK || (st = opt_ids(r, ids, &q.n_videos, e)) != MD_OK ||
+        (st = opt_str(r, "q", &q.text, e)) != MD_OK || (!q.text && (st = opt_str(r, "text", &q.text, e)) != MD_OK))
         return st;
-    for (const char *key = "q"; key; key = strcmp(key, "q") == 0 ? "text" : NULL) {
-        cJSON *j = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, key) : NULL;
-        if (j && !cJSON_IsString(j) && !cJSON_IsNull(j))
-            return md_fail(e, MD_ERR_INVALID, "'%s' must be a string", key);
-    }
-    q.text = opt(r, "q", buf, sizeof buf);
-    if (!q.text)
-        q.text = opt(r, "text", buf, sizeof buf);
     if (r->mode == MD_BODY_QUERY) {
         q.image_path = r->file_path;
         q.text = NULL;
@@ -307,14 +367,12 @@ static md_status h_search(md_req *r, md_error *e)
     if (video_id && q.text && !q.text[0])
         q.text = NULL;
     q.video_id = video_id;
-    q.t_s = t;
-    q.k = (int)k;
-    q.offset = (int)offset;
-    q.min_score = min_score;
     q.videos = q.n_videos ? ids : NULL;
-    if (!q.text && !q.image_path && !q.video_id)
-        return md_fail(e, MD_ERR_INVALID, "give a query: q=TEXT, a picture (multipart 'file'), or video_id and t");
-    if (video_id && !opt(r, "t", buf, sizeof buf))
+    if ((st = md_search_query_check(&q, e)) != MD_OK)
+        return st;
+    const cJSON *tj;
+    const char *tv;
+    if (video_id && !opt_find(r, "t", &tj, &tv))
         return md_fail(e, MD_ERR_INVALID, "'video_id' needs 't' (seconds into that video)");
     cJSON *res;
     if ((st = md_library_search(r->srv->lib, &q, &res, e)) != MD_OK)
@@ -324,24 +382,17 @@ static md_status h_search(md_req *r, md_error *e)
 
 static md_status h_ground(md_req *r, md_error *e)
 {
-    long long top_n, curve;
+    int top_n, curve;
+    const char *text = NULL;
     md_status st;
-    char buf[64];
     if (r->body_json && !cJSON_IsObject(r->body_json))
         return md_fail(e, MD_ERR_INVALID, "expected a JSON object such as {\"q\": \"the car turns left\"}");
-    if ((st = opt_int(r, "top_n", 5, 1, 100, &top_n, e)) != MD_OK ||
-        (st = opt_int(r, "curve", 0, 0, 1, &curve, e)) != MD_OK)
+    if ((st = opt_int(r, "top_n", 5, &top_n, e)) != MD_OK || (st = opt_bool(r, "curve", 0, &curve, e)) != MD_OK ||
+        (st = opt_str(r, "q", &text, e)) != MD_OK || (!text && (st = opt_str(r, "text", &text, e)) != MD_OK) ||
+        (st = md_ground_check(text, top_n, e)) != MD_OK)
         return st;
-    cJSON *jq = r->body_json ? cJSON_GetObjectItemCaseSensitive(r->body_json, "q") : NULL;
-    if (jq && !cJSON_IsString(jq))
-        return md_fail(e, MD_ERR_INVALID, "'q' must be a string");
-    const char *text = opt(r, "q", buf, sizeof buf);
-    if (!text)
-        text = opt(r, "text", buf, sizeof buf);
-    if (!text)
-        return md_fail(e, MD_ERR_INVALID, "give the query text as q");
     cJSON *res;
-    if ((st = md_library_ground(r->srv->lib, r->params[0], text, (int)top_n, (int)curve, &res, e)) != MD_OK)
+    if ((st = md_library_ground(r->srv->lib, r->params[0], text, top_n, curve, &res, e)) != MD_OK)
         return st;
     return reply_json(r, 200, res);
 }

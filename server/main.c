@@ -103,7 +103,7 @@ static int serve(int argc, char **argv, int first)
     p.job_retries = (int)cfg.job_retries;
     p.debug_job_delay_ms = (int)cfg.debug_job_delay_ms;
     p.model_dir = cfg.model_dir;
-    p.sample_fps = cfg.sample_fps_v;
+    p.sample_fps = cfg.sample_fps;
     p.keyframes_only = (int)cfg.keyframes_only;
     p.segment_frames = (int)cfg.segment_frames;
     p.window_frames = (int)cfg.window_frames;

@@ -289,8 +289,8 @@ static md_status check_params(const md_video_params *p, char *err, size_t errlen
     if (p->sampling != MD_VIDEO_SAMPLE_FPS && p->sampling != MD_VIDEO_SAMPLE_ALL &&
         p->sampling != MD_VIDEO_SAMPLE_COUNT)
         return md_errf(err, errlen, MD_ERR_INVALID, "unknown sampling mode %d", (int)p->sampling);
-    if (p->sampling == MD_VIDEO_SAMPLE_FPS && !(p->fps > 0 && p->fps <= 1000))
-        return md_errf(err, errlen, MD_ERR_INVALID, "fps must be in (0, 1000], not %g", p->fps);
+    if (p->sampling == MD_VIDEO_SAMPLE_FPS && !(p->fps > 0 && p->fps <= MD_VIDEO_FPS_MAX))
+        return md_errf(err, errlen, MD_ERR_INVALID, "fps must be in (0, %d], not %g", MD_VIDEO_FPS_MAX, p->fps);
     if (p->sampling == MD_VIDEO_SAMPLE_COUNT && (p->count < 1 || p->count > 1000000))
         return md_errf(err, errlen, MD_ERR_INVALID, "count must be in [1, 1000000], not %d", p->count);
     if (p->size < 1 || p->size > MD_VIDEO_MAX_SIZE)

@@ -104,6 +104,9 @@ void md_video_global_init(void);
 /* ---- decoding, sampling, preprocessing ----------------------------------------------------- */
 
 #define MD_VIDEO_MAX_SIZE MD_IMAGE_MAX_SIZE /* largest output size S (base/image.h) */
+/* The fastest sampling the decoder accepts (_FPS wants fps in (0, MD_VIDEO_FPS_MAX]): beyond it a
+ * sample interval is under a millisecond, finer than the times it reports. */
+#define MD_VIDEO_FPS_MAX 1000
 
 /* Which frames a decoder delivers. Times are the video stream's presentation times relative to
  * its start (the first frame is at 0 ms). */
@@ -128,7 +131,7 @@ typedef int (*md_video_interrupt_fn)(void *ctx);
 
 typedef struct md_video_params {
     md_video_sampling sampling; /* MD_VIDEO_SAMPLE_FPS */
-    double fps;                 /* frames per second of video for _FPS: 1.0, in (0, 1000] */
+    double fps;                 /* frames per second of video for _FPS: 1.0, in (0, MD_VIDEO_FPS_MAX] */
     int count;                  /* frames for _COUNT: 16, in [1, 1000000] */
     /* Fast archive mode for _FPS and _COUNT: decode keyframes only, when the video has at least
      * as many keyframes as samples (its mean keyframe interval is at most the sample interval);
