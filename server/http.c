@@ -5,6 +5,7 @@
 #define _XOPEN_SOURCE 700
 #define _DEFAULT_SOURCE
 #include <arpa/inet.h>
+#include <assert.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -150,30 +151,115 @@ static void add_cors(md_req *r, struct MHD_Response *resp)
     MHD_add_response_header(resp, "Vary", "Origin");
 }
 
-static enum MHD_Result send_response(md_req *r)
+/* Drops r's body, whatever kind it is: the one place that frees json, text, bytes and file. */
+static void resp_clear(md_req *r)
 {
-    char *body = NULL;
-    size_t len = 0;
-    const char *type = "application/json";
+    cJSON_Delete(r->json);
+    r->json = NULL;
+    if (!r->text_static)
+        free(r->text);
+    r->text = NULL;
+    r->text_static = 0;
+    r->text_type = NULL;
+    if (r->resp_kind == MD_RESP_BYTES)
+        free(r->resp_data);
+    else if (r->resp_kind == MD_RESP_FILE && r->resp_fd >= 0)
+        close(r->resp_fd);
+    r->resp_kind = MD_RESP_NONE;
+    r->resp_data = NULL;
+    r->resp_len = 0;
+    r->resp_fd = -1;
+    r->resp_off = r->resp_flen = 0;
+    r->resp_type = NULL;
+}
+
+void md_resp_take(md_req *r, void *data, size_t len, const char *type)
+{
+    assert(data || len == 0);
+    resp_clear(r);
+    r->resp_kind = MD_RESP_BYTES;
+    r->resp_data = data;
+    r->resp_len = len;
+    r->resp_type = type;
+}
+
+md_status md_resp_bytes(md_req *r, const void *data, size_t len, const char *type)
+{
+    resp_clear(r);
+    void *copy = malloc(len ? len : 1); /* malloc(0) may be NULL, which would read as failure */
+    if (!copy)
+        return MD_ERR_NOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    md_resp_take(r, copy, len, type);
+    return MD_OK;
+}
+
+void md_resp_file(md_req *r, int fd, uint64_t offset, uint64_t len, const char *type)
+{
+    assert(fd >= 0);
+    resp_clear(r);
+    r->resp_kind = MD_RESP_FILE;
+    r->resp_fd = fd;
+    r->resp_off = offset;
+    r->resp_flen = len;
+    r->resp_type = type;
+}
+
+/* The MHD response for r's body; its buffer or file then belongs to the response (MHD frees or
+ * closes it), else (NULL) it stays r's and resp_clear releases it. */
+static struct MHD_Response *make_response(md_req *r, const char **type)
+{
+    struct MHD_Response *resp = NULL;
+    *type = NULL;
     if (r->json) {
-        body = cJSON_PrintUnformatted(r->json);
+        char *body = cJSON_PrintUnformatted(r->json);
         if (!body) {
             r->code = 500;
             body = strdup("{\"error\":{\"code\":\"out_of_memory\",\"message\":\"cannot format the response\"}}");
         }
-        len = body ? strlen(body) : 0;
-    } else if (r->text) {
-        body = r->text;
-        len = strlen(body);
-        type = r->text_type ? r->text_type : "text/plain; charset=utf-8";
-    }
-    /* MUST_COPY: our buffers are freed right below, whatever MHD does with them. */
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body ? body : (char *)"", MHD_RESPMEM_MUST_COPY);
-    if (r->json)
+        /* MUST_COPY: our buffer is freed right below, whatever MHD does with it. */
+        resp = MHD_create_response_from_buffer(body ? strlen(body) : 0, body ? body : (char *)"",
+                                               MHD_RESPMEM_MUST_COPY);
         free(body);
+        *type = "application/json";
+    } else if (r->text) {
+        size_t len = strlen(r->text);
+        /* MUST_COPY: text is freed with the request (or static), not by MHD. */
+        resp = MHD_create_response_from_buffer(len, r->text, MHD_RESPMEM_MUST_COPY);
+        if (len)
+            *type = r->text_type ? r->text_type : "text/plain; charset=utf-8";
+    } else if (r->resp_kind == MD_RESP_BYTES) {
+        /* MUST_FREE: the buffer is MHD's from here and freed once sent; the length is ours,
+         * not strlen's. On failure MHD has not taken it (resp_clear frees it). */
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp_data, MHD_RESPMEM_MUST_FREE);
+        if (resp) {
+            r->resp_data = NULL;
+            r->resp_kind = MD_RESP_NONE;
+        }
+        *type = r->resp_type;
+    } else if (r->resp_kind == MD_RESP_FILE) {
+        /* MHD closes the fd when the response is destroyed. */
+        resp = MHD_create_response_from_fd_at_offset64(r->resp_flen, r->resp_fd, r->resp_off);
+        if (resp) {
+            r->resp_fd = -1;
+            r->resp_kind = MD_RESP_NONE;
+        }
+        *type = r->resp_type;
+    } else {
+        resp = MHD_create_response_from_buffer(0, (char *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    return resp;
+}
+
+enum MHD_Result md_send_response(md_req *r)
+{
+    const char *type;
+    struct MHD_Response *resp = make_response(r, &type);
+    resp_clear(r); /* what MHD did not take is released now, not at the end of the request */
     if (!resp)
         return MHD_NO;
-    if (len || r->json)
+    if (type)
         MHD_add_response_header(resp, "Content-Type", type);
     if (r->allow)
         MHD_add_response_header(resp, "Allow", r->allow);
@@ -472,6 +558,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->url = url;
         r->route_index = -1;
         r->file_fd = -1;
+        r->resp_fd = -1;
         r->t0 = md_mono_s();
         *con_cls = r;
         begin_request(r); /* may answer at once (404, 405, 401, 413): MHD then drops the body */
@@ -532,7 +619,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st != MD_OK)
         md_reply_status(r, st, e.msg[0] ? e.msg : md_status_str(st));
     else
-        send_response(r);
+        md_send_response(r);
     return MHD_YES;
 }
 
@@ -559,9 +646,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     cJSON_Delete(r->form);
     free(r->body);
     cJSON_Delete(r->body_json);
-    cJSON_Delete(r->json);
-    if (!r->text_static)
-        free(r->text);
+    resp_clear(r); /* a body never sent (the client went away first) */
     free((char *)r->allow);
     free(r);
     *con_cls = NULL;
@@ -572,13 +657,10 @@ void md_reply_error(md_req *r, unsigned int http, const char *code, const char *
     cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(err, "code", code);
     cJSON_AddStringToObject(err, "message", msg);
-    cJSON_Delete(r->json);
-    if (r->text && !r->text_static)
-        free(r->text);
-    r->text = NULL;
+    resp_clear(r); /* whatever body the handler had set is dropped for the error */
     r->json = o;
     r->code = http;
-    send_response(r);
+    md_send_response(r);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -5,13 +5,15 @@
  * checks method, API key and declared size; body callbacks feed either a JSON
  * buffer (capped) or an md_upload (streamed to disk, raw or multipart); the last
  * callback runs the route's handler, which fills r->code and r->json (or
- * r->text) or returns a status that errors.c turns into the one error shape.
+ * r->text, or a binary body: md_resp_bytes/take/file) or returns a status
+ * that errors.c turns into the one error shape.
  */
 #ifndef MD_SERVER_H
 #define MD_SERVER_H
 
 #include <microhttpd.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "../engine/momentd.h"
 #include "config.h"
@@ -34,6 +36,13 @@ typedef enum {
 #define MD_MAX_QUERY_FILE (32LL << 20)
 
 typedef md_status (*md_handler_fn)(md_req *r, md_error *e);
+
+/* A body other than JSON or text: any bytes with a length, or a range of an open file. */
+typedef enum {
+    MD_RESP_NONE = 0,
+    MD_RESP_BYTES, /* resp_data, resp_len */
+    MD_RESP_FILE   /* resp_fd from resp_off, resp_flen bytes */
+} md_resp_kind;
 
 typedef struct md_route {
     const char *method;
@@ -79,12 +88,20 @@ struct md_req {
     md_status body_status; /* first error while receiving the body */
     md_error body_err;
 
-    /* response */
+    /* response: r->code with one body, looked at in this order: json; text (NUL-terminated,
+     * sent up to its NUL, copied at send time); or bytes/file, set only through md_resp_bytes,
+     * md_resp_take or md_resp_file below. */
     unsigned int code;
     cJSON *json;
     char *text; /* alternative to json, with text_type */
     const char *text_type;
     int text_static; /* text is not ours to free */
+    md_resp_kind resp_kind;
+    void *resp_data;         /* MD_RESP_BYTES: owned by r (malloc'd) until sent */
+    size_t resp_len;
+    int resp_fd;             /* MD_RESP_FILE: owned by r until sent */
+    uint64_t resp_off, resp_flen;
+    const char *resp_type;   /* Content-Type of bytes/file; static storage */
     const char *allow;  /* Allow header for 405 */
     int responded;
 };
@@ -96,6 +113,32 @@ void md_reply_error(md_req *r, unsigned int http, const char *code, const char *
 /* HTTP status for an md_status, and its error code. */
 unsigned int md_http_status(md_status st);
 const char *md_http_code(md_status st);
+
+/* Binary bodies. A handler sets one, sets r->code and returns MD_OK; http.c sends it after the
+ * handler returns. Each replaces whatever body r had (JSON, text or an earlier one), and an
+ * error reply (md_reply_status/md_reply_error) releases it again. TYPE is the Content-Type, a
+ * string of static storage; the Content-Length is LEN, whatever the bytes are (NULs included).
+ *
+ * md_resp_bytes copies LEN bytes of DATA at once (DATA stays the caller's and may be freed or
+ * go out of scope on return); MD_ERR_NOMEM when the copy cannot be made (r's body is then
+ * none).
+ * md_resp_take takes ownership of DATA (from malloc; NULL only with LEN 0): handed to MHD
+ * with MHD_RESPMEM_MUST_FREE, which frees it once sent, or freed by http.c when the request
+ * ends without it being sent.
+ * md_resp_file takes ownership of FD, open for reading in blocking mode (as MHD requires):
+ * LEN bytes from OFFSET go out through MHD_create_response_from_fd_at_offset64 (sendfile where
+ * it can), and MHD closes FD when done with the response; if it is never sent, http.c closes
+ * it. The caller checks that the range lies within the file: when the file ends early MHD
+ * drops the connection and the client sees a short body. */
+md_status md_resp_bytes(md_req *r, const void *data, size_t len, const char *type);
+void md_resp_take(md_req *r, void *data, size_t len, const char *type);
+void md_resp_file(md_req *r, int fd, uint64_t offset, uint64_t len, const char *type);
+
+/* Queues r's response on r->conn: r->code with its body and headers (Content-Type, Allow,
+ * WWW-Authenticate, CORS). The body's buffer or file goes to MHD (r no longer owns it).
+ * Called once per request, by http.c after the handler (and by the error replies); declared
+ * here so that a unit test can send through it from its own MHD daemon. */
+enum MHD_Result md_send_response(md_req *r);
 
 /* A query-string parameter, or NULL. */
 const char *md_query_str(md_req *r, const char *name);
