@@ -227,8 +227,8 @@ static md_status set_value(md_config *cfg, const setting *s, const char *value, 
             return MD_ERR_INVALID;
         }
         if ((double)v < s->min || (double)v > s->max) {
-            seterr(err, errlen, "setting '%s' (%s): %lld is out of range [%.15g, %.15g]", s->name, where, v, s->min,
-                   s->max);
+            seterr(err, errlen, "setting '%s' (%s): %lld is out of range [%lld, %lld]", s->name, where, v,
+                   (long long)s->min, (long long)s->max);
             return MD_ERR_INVALID;
         }
         *(long long *)(base + s->off) = v;
@@ -543,8 +543,10 @@ void md_config_print_help(void)
             if (*c == '_')
                 *c = '-';
         char range[80] = "";
-        if (s->type == T_INT || s->type == T_SIZE || s->type == T_DOUBLE)
-            snprintf(range, sizeof range, "; %.15g to %.15g", s->min, s->max);
+        if (s->type == T_INT || s->type == T_SIZE)
+            snprintf(range, sizeof range, "; %lld to %lld", (long long)s->min, (long long)s->max);
+        else if (s->type == T_DOUBLE)
+            snprintf(range, sizeof range, "; %g to %g", s->min, s->max);
         printf("  --%-20s %s\n  %-22s default: %s%s%s%s; env %s\n\n", flag, s->help, "",
                s->def[0] ? s->def : "(empty)", range, s->choices ? "; one of " : "", s->choices ? s->choices : "",
                env);

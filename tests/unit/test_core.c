@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,13 @@
 #include "../../engine/momentd.h"
 #include "../../engine/sha256.h"
 #include "../../engine/store.h"
+#include "../../engine/temporal.h"
+#include "../../video/video.h"
 #include "../../server/config.h"
 #include "harness.h"
 #include "testutil.h"
+
+extern const char md_openapi_json[]; /* the embedded API description (build/embedded.c) */
 
 /* Test paths live under a short mkdtemp directory; GCC cannot know that. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
@@ -171,6 +176,320 @@ static void test_config_errors(void)
     setenv("MOMENTD_WORKERS", "many", 1);
     expect_bad(NULL, 0, "MOMENTD_WORKERS");
     unsetenv("MOMENTD_WORKERS");
+}
+
+/* sample_fps is a double row: numbers in range pass, anything else names the setting. */
+static void test_config_double_rows(void)
+{
+    md_config c;
+    char err[512];
+    CHECK_EQ_INT(load_cfg(&c, NULL, 0, err), MD_OK);
+    CHECK(c.sample_fps == 1.0);
+    md_config_free(&c);
+    char *good[] = {"--sample-fps", "0.5"};
+    CHECK_EQ_INT(load_cfg(&c, good, 2, err), MD_OK);
+    CHECK(c.sample_fps == 0.5);
+    md_config_free(&c);
+    char lo[32], hi[32];
+    snprintf(lo, sizeof lo, "%.17g", MD_SAMPLE_FPS_MIN);
+    snprintf(hi, sizeof hi, "%.17g", MD_SAMPLE_FPS_MAX);
+    char *edge_lo[] = {"--sample-fps", lo}, *edge_hi[] = {"--sample-fps", hi};
+    CHECK_EQ_INT(load_cfg(&c, edge_lo, 2, err), MD_OK);
+    CHECK(c.sample_fps == MD_SAMPLE_FPS_MIN);
+    md_config_free(&c);
+    CHECK_EQ_INT(load_cfg(&c, edge_hi, 2, err), MD_OK);
+    CHECK(c.sample_fps == MD_SAMPLE_FPS_MAX);
+    md_config_free(&c);
+    const char *bad[] = {"abc", "", "1x", "0", "0.009", "30.5", "-1", "nan", "inf", "1e400", "-1e400"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *a[] = {"--sample-fps", (char *)bad[i]};
+        expect_bad(a, 2, "'sample_fps'");
+    }
+    /* The range is printed from the row: the message says what is allowed. */
+    char *a[] = {"--sample-fps", "31"};
+    CHECK_EQ_INT(load_cfg(&c, a, 2, err), MD_ERR_INVALID);
+    CHECK(strstr(err, "[0.01, 30]") != NULL);
+    md_config_free(&c);
+    setenv("MOMENTD_SAMPLE_FPS", "2.5", 1);
+    CHECK_EQ_INT(load_cfg(&c, NULL, 0, err), MD_OK);
+    CHECK(c.sample_fps == 2.5);
+    md_config_free(&c);
+    setenv("MOMENTD_SAMPLE_FPS", "NaN", 1);
+    expect_bad(NULL, 0, "MOMENTD_SAMPLE_FPS");
+    unsetenv("MOMENTD_SAMPLE_FPS");
+}
+
+/* The config rows take their ranges from momentd.h, and the cross-field check runs. */
+static void test_config_limits_and_checks(void)
+{
+    md_config c;
+    char err[512], v[32];
+    snprintf(v, sizeof v, "%d", MD_WORKERS_MAX);
+    char *w_ok[] = {"--workers", v};
+    CHECK_EQ_INT(load_cfg(&c, w_ok, 2, err), MD_OK);
+    CHECK_EQ_INT(c.workers, MD_WORKERS_MAX);
+    md_config_free(&c);
+    char v1[32];
+    snprintf(v1, sizeof v1, "%d", MD_WORKERS_MAX + 1);
+    char *w_bad[] = {"--workers", v1};
+    expect_bad(w_bad, 2, "'workers'");
+    snprintf(v, sizeof v, "%d", MD_WINDOW_FRAMES_MAX);
+    char *win_ok[] = {"--window-frames", v, "--segment-frames", "4"};
+    CHECK_EQ_INT(load_cfg(&c, win_ok, 4, err), MD_OK);
+    CHECK_EQ_INT(c.window_frames, MD_WINDOW_FRAMES_MAX);
+    md_config_free(&c);
+    snprintf(v1, sizeof v1, "%d", MD_WINDOW_FRAMES_MAX + 4);
+    char *win_bad[] = {"--window-frames", v1};
+    expect_bad(win_bad, 2, "'window_frames'");
+    snprintf(v1, sizeof v1, "%d", MD_SEGMENT_FRAMES_MAX + 1);
+    char *seg_bad[] = {"--segment-frames", v1};
+    expect_bad(seg_bad, 2, "'segment_frames'");
+    snprintf(v1, sizeof v1, "%d", MD_JOB_RETRIES_MAX + 1);
+    char *jr_bad[] = {"--job-retries", v1};
+    expect_bad(jr_bad, 2, "'job_retries'");
+
+    /* window_frames must be a multiple of segment_frames, whichever source set which. */
+    char *mult_ok[] = {"--segment-frames", "8", "--window-frames", "24"};
+    CHECK_EQ_INT(load_cfg(&c, mult_ok, 4, err), MD_OK);
+    md_config_free(&c);
+    char *mult_bad[] = {"--segment-frames", "8", "--window-frames", "20"};
+    expect_bad(mult_bad, 4, "'window_frames'");
+    CHECK_EQ_INT(load_cfg(&c, mult_bad, 4, err), MD_ERR_INVALID);
+    CHECK(strstr(err, "multiple of segment_frames") != NULL);
+    md_config_free(&c);
+    setenv("MOMENTD_SEGMENT_FRAMES", "5", 1); /* the default window (32) is not a multiple of 5 */
+    expect_bad(NULL, 0, "'window_frames'");
+    unsetenv("MOMENTD_SEGMENT_FRAMES");
+}
+
+/* An md_search_query that passes, for the boundary tests to spoil one field at a time. */
+static md_search_query good_query(void)
+{
+    md_search_query q = {.text = "a dog", .k = 10, .offset = 0, .min_score = -1};
+    return q;
+}
+
+/* ST is MD_ERR_INVALID and E's message holds WANT1 and WANT2 (either may be NULL). */
+static void expect_invalid(md_status st, const md_error *e, const char *want1, const char *want2)
+{
+    CHECK_EQ_INT(st, MD_ERR_INVALID);
+    const char *w[] = {want1, want2};
+    for (int i = 0; i < 2; i++)
+        if (w[i] && !strstr(e->msg, w[i])) {
+            fprintf(stderr, "  message '%s' does not hold '%s'\n", e->msg, w[i]);
+            CHECK(0);
+        }
+}
+
+static void test_search_query_check(void)
+{
+    md_error e;
+    md_search_query q = good_query();
+    CHECK_EQ_INT(md_search_query_check(&q, &e), MD_OK);
+    const int ks[] = {MD_SEARCH_K_MIN - 1, MD_SEARCH_K_MIN, MD_SEARCH_K_MAX, MD_SEARCH_K_MAX + 1, -5, 1 << 30};
+    const int k_ok[] = {0, 1, 1, 0, 0, 0};
+    CHECK_EQ_INT(MD_SEARCH_K_MIN, 1);
+    CHECK_EQ_INT(MD_SEARCH_K_MAX, 100);
+    for (int i = 0; i < 6; i++) {
+        q = good_query();
+        q.k = ks[i];
+        md_status st = md_search_query_check(&q, &e);
+        if (k_ok[i])
+            CHECK_EQ_INT(st, MD_OK);
+        else
+            expect_invalid(st, &e, "'k'", "1..100");
+    }
+    const int offs[] = {-1, 0, MD_SEARCH_OFFSET_MAX, MD_SEARCH_OFFSET_MAX + 1};
+    for (int i = 0; i < 4; i++) {
+        q = good_query();
+        q.offset = offs[i];
+        md_status st = md_search_query_check(&q, &e);
+        if (i == 1 || i == 2)
+            CHECK_EQ_INT(st, MD_OK);
+        else
+            expect_invalid(st, &e, "'offset'", "0..10000");
+    }
+    const double scores[] = {-1, 1, 0.25, -1.0001, 1.0001, NAN, INFINITY};
+    for (int i = 0; i < 7; i++) {
+        q = good_query();
+        q.min_score = scores[i];
+        md_status st = md_search_query_check(&q, &e);
+        if (i < 3)
+            CHECK_EQ_INT(st, MD_OK);
+        else
+            expect_invalid(st, &e, "'min_score'", NULL);
+    }
+    const double ts[] = {0, 5.5, MD_SEARCH_T_MAX, -0.001, MD_SEARCH_T_MAX * 2, NAN, -INFINITY};
+    for (int i = 0; i < 7; i++) {
+        q = good_query();
+        q.text = NULL;
+        q.video_id = 3;
+        q.t_s = ts[i];
+        md_status st = md_search_query_check(&q, &e);
+        if (i < 3)
+            CHECK_EQ_INT(st, MD_OK);
+        else
+            expect_invalid(st, &e, "'t'", NULL);
+    }
+    q = good_query();
+    q.video_id = -1;
+    q.text = NULL;
+    expect_invalid(md_search_query_check(&q, &e), &e, "'video_id'", NULL);
+
+    /* The query text: MD_MAX_QUERY_BYTES passes, one more byte does not, blank is empty. */
+    char text[MD_MAX_QUERY_BYTES + 2];
+    memset(text, 'a', MD_MAX_QUERY_BYTES + 1);
+    text[MD_MAX_QUERY_BYTES + 1] = 0;
+    q = good_query();
+    q.text = text;
+    expect_invalid(md_search_query_check(&q, &e), &e, "1001 bytes", "1000");
+    text[MD_MAX_QUERY_BYTES] = 0;
+    CHECK_EQ_INT(md_search_query_check(&q, &e), MD_OK);
+    q.text = " \t\n";
+    expect_invalid(md_search_query_check(&q, &e), &e, "empty", NULL);
+    q.text = "";
+    expect_invalid(md_search_query_check(&q, &e), &e, "empty", NULL);
+
+    /* Exactly one query. */
+    q = good_query();
+    q.text = NULL;
+    expect_invalid(md_search_query_check(&q, &e), &e, "give a query", NULL);
+    q = good_query();
+    q.image_path = "/tmp/x.jpg";
+    expect_invalid(md_search_query_check(&q, &e), &e, "exactly one", NULL);
+
+    /* The filter: up to MD_SEARCH_MAX_VIDEOS ids, each >= 1. */
+    static long long ids[MD_SEARCH_MAX_VIDEOS + 1];
+    for (int i = 0; i <= MD_SEARCH_MAX_VIDEOS; i++)
+        ids[i] = i + 1;
+    q = good_query();
+    q.videos = ids;
+    q.n_videos = MD_SEARCH_MAX_VIDEOS;
+    CHECK_EQ_INT(md_search_query_check(&q, &e), MD_OK);
+    q.n_videos = MD_SEARCH_MAX_VIDEOS + 1;
+    expect_invalid(md_search_query_check(&q, &e), &e, "'video_ids'", "1000");
+    q.n_videos = 2;
+    ids[1] = 0;
+    expect_invalid(md_search_query_check(&q, &e), &e, "'video_ids'", NULL);
+    ids[1] = 2;
+    q.videos = NULL;
+    expect_invalid(md_search_query_check(&q, &e), &e, "'video_ids'", NULL);
+    CHECK_EQ_INT(md_search_query_check(&q, NULL), MD_ERR_INVALID); /* E may be NULL */
+}
+
+static void test_ground_check(void)
+{
+    md_error e;
+    CHECK_EQ_INT(md_ground_check("the car turns left", MD_GROUND_TOP_N_MIN, &e), MD_OK);
+    CHECK_EQ_INT(md_ground_check("the car turns left", MD_GROUND_TOP_N_MAX, &e), MD_OK);
+    expect_invalid(md_ground_check("x", MD_GROUND_TOP_N_MIN - 1, &e), &e, "'top_n'", "1..100");
+    expect_invalid(md_ground_check("x", MD_GROUND_TOP_N_MAX + 1, &e), &e, "'top_n'", "1..100");
+    expect_invalid(md_ground_check(NULL, 5, &e), &e, "q", NULL);
+    expect_invalid(md_ground_check("  ", 5, &e), &e, "empty", NULL);
+    char text[MD_MAX_QUERY_BYTES + 2];
+    memset(text, 'b', sizeof text - 1);
+    text[sizeof text - 1] = 0;
+    expect_invalid(md_ground_check(text, 5, &e), &e, "limit is 1000", NULL);
+    text[MD_MAX_QUERY_BYTES] = 0;
+    CHECK_EQ_INT(md_ground_check(text, 5, &e), MD_OK);
+    /* top_n is checked before the text, so the first error names it. */
+    expect_invalid(md_ground_check(NULL, 0, &e), &e, "'top_n'", NULL);
+}
+
+static void test_library_params_check(void)
+{
+    md_error e;
+    md_library_params p = md_library_default_params();
+    CHECK_EQ_INT(md_library_params_check(&p, &e), MD_OK);
+    /* The product ranges lie inside what the decoder and the temporal encoder accept. */
+    CHECK(MD_SAMPLE_FPS_MIN > 0 && MD_SAMPLE_FPS_MAX <= MD_VIDEO_FPS_MAX);
+    CHECK(MD_WINDOW_FRAMES_MAX <= MD_TEMPORAL_WINDOW_MAX);
+    p.sample_fps = MD_SAMPLE_FPS_MIN;
+    p.window_frames = MD_WINDOW_FRAMES_MAX;
+    p.segment_frames = MD_SEGMENT_FRAMES_MAX;
+    p.workers = MD_WORKERS_MAX;
+    p.job_retries = MD_JOB_RETRIES_MAX;
+    p.max_upload = MD_MAX_UPLOAD_MAX;
+    CHECK_EQ_INT(md_library_params_check(&p, &e), MD_OK);
+    p.sample_fps = MD_SAMPLE_FPS_MAX;
+    p.window_frames = p.segment_frames = MD_WINDOW_FRAMES_MIN;
+    p.workers = MD_WORKERS_MIN;
+    p.job_retries = 0;
+    p.max_upload = MD_MAX_UPLOAD_MIN;
+    CHECK_EQ_INT(md_library_params_check(&p, &e), MD_OK);
+
+#define BAD(field, value, name)                                                                            \
+    do {                                                                                                    \
+        md_library_params b = md_library_default_params();                                                  \
+        b.field = value;                                                                                    \
+        expect_invalid(md_library_params_check(&b, &e), &e, name, NULL);                                    \
+    } while (0)
+    BAD(data_dir, NULL, "'data_dir'");
+    BAD(data_dir, "", "'data_dir'");
+    BAD(workers, 0, "'workers'");
+    BAD(workers, MD_WORKERS_MAX + 1, "'workers'");
+    BAD(max_upload, 0, "'max_upload'");
+    BAD(max_upload, MD_MAX_UPLOAD_MAX + 1, "'max_upload'");
+    BAD(job_retries, -1, "'job_retries'");
+    BAD(job_retries, MD_JOB_RETRIES_MAX + 1, "'job_retries'");
+    BAD(debug_job_delay_ms, -1, "'debug_job_delay_ms'");
+    BAD(debug_job_delay_ms, MD_DEBUG_JOB_DELAY_MS_MAX + 1, "'debug_job_delay_ms'");
+    BAD(sample_fps, 0, "'sample_fps'");
+    BAD(sample_fps, MD_SAMPLE_FPS_MIN / 2, "'sample_fps'");
+    BAD(sample_fps, MD_SAMPLE_FPS_MAX + 0.5, "'sample_fps'");
+    BAD(sample_fps, NAN, "'sample_fps'");
+    BAD(sample_fps, INFINITY, "'sample_fps'");
+    BAD(keyframes_only, 2, "'keyframes_only'");
+    BAD(std[1], 0, "std");
+    BAD(mean[2], NAN, "mean");
+    BAD(segment_frames, 0, "'segment_frames'");
+    BAD(segment_frames, MD_SEGMENT_FRAMES_MAX + 1, "'segment_frames'");
+    BAD(window_frames, 0, "'window_frames'");
+    BAD(window_frames, MD_WINDOW_FRAMES_MAX + 1, "'window_frames'");
+    BAD(window_frames, 30, "multiple of 'segment_frames'"); /* the default k is 4 */
+    BAD(n_allowed_roots, 1, "'allowed_roots'");             /* announced, none given */
+#undef BAD
+    const char *rel[1] = {"relative/dir"};
+    p = md_library_default_params();
+    p.allowed_roots = rel;
+    p.n_allowed_roots = 1;
+    expect_invalid(md_library_params_check(&p, &e), &e, "'allowed_roots'", NULL);
+}
+
+/* The API description repeats the request limits for clients: it must say what the check does. */
+static void test_openapi_states_the_limits(void)
+{
+    cJSON *doc = cJSON_Parse(md_openapi_json);
+    CHECK(doc != NULL);
+    const struct {
+        const char *path, *param;
+        double min, max;
+    } want[] = {
+        {"/v1/search", "k", MD_SEARCH_K_MIN, MD_SEARCH_K_MAX},
+        {"/v1/search", "offset", 0, MD_SEARCH_OFFSET_MAX},
+        {"/v1/search", "min_score", MD_SEARCH_MIN_SCORE_MIN, MD_SEARCH_MIN_SCORE_MAX},
+        {"/v1/videos/{id}/ground", "top_n", MD_GROUND_TOP_N_MIN, MD_GROUND_TOP_N_MAX},
+    };
+    for (size_t i = 0; doc && i < sizeof want / sizeof want[0]; i++) {
+        cJSON *op = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "paths"), want[i].path), "get");
+        cJSON *prm, *schema = NULL;
+        cJSON_ArrayForEach(prm, cJSON_GetObjectItemCaseSensitive(op, "parameters"))
+        {
+            const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(prm, "name"));
+            if (name && strcmp(name, want[i].param) == 0)
+                schema = cJSON_GetObjectItemCaseSensitive(prm, "schema");
+        }
+        cJSON *mn = cJSON_GetObjectItemCaseSensitive(schema, "minimum");
+        cJSON *mx = cJSON_GetObjectItemCaseSensitive(schema, "maximum");
+        if (!cJSON_IsNumber(mn) || !cJSON_IsNumber(mx) || mn->valuedouble != want[i].min ||
+            mx->valuedouble != want[i].max) {
+            fprintf(stderr, "  openapi.json: %s '%s' does not say %g..%g\n", want[i].path, want[i].param,
+                    want[i].min, want[i].max);
+            CHECK(0);
+        }
+    }
+    cJSON_Delete(doc);
 }
 
 static void test_store_migrations(void)
@@ -438,6 +757,12 @@ int main(int argc, char **argv)
     RUN(test_sha256_file);
     RUN(test_config_defaults_and_precedence);
     RUN(test_config_errors);
+    RUN(test_config_double_rows);
+    RUN(test_config_limits_and_checks);
+    RUN(test_search_query_check);
+    RUN(test_ground_check);
+    RUN(test_library_params_check);
+    RUN(test_openapi_states_the_limits);
     RUN(test_store_migrations);
     RUN(test_store_rejects_garbage);
     RUN(test_library_upload_dedupe_delete);
