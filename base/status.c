@@ -37,3 +37,14 @@ md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...)
     }
     return st;
 }
+
+md_status md_fail(md_error *e, md_status st, const char *fmt, ...)
+{
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+    return st;
+}

@@ -36,4 +36,13 @@ const char *md_status_str(md_status s);
  * "return md_errf(err, errlen, MD_ERR_INVALID, "%s: bad header", path);". */
 md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* A message buffer for the engine's public functions (momentd.h), which take one to explain a
+ * failure to their caller. */
+typedef struct md_error {
+    char msg[1024];
+} md_error;
+
+/* Sets E->msg (if E is not NULL) and returns ST, for "return md_fail(e, st, ...)". */
+md_status md_fail(md_error *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

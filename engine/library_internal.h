@@ -1,11 +1,14 @@
-/* library_internal.h - the md_library object, shared by the files that make up
- * the library: library.c (videos, uploads, jobs, workers), model.c (the model
- * and the segment index) and query.c (search and grounding). Not a public
- * header: the server sees only momentd.h.
+/* library_internal.h - the md_library object, shared by the files that make up the library:
+ * library.c (open/start/close), jobs.c (workers and the job life cycle), uploads.c, archive.c
+ * (indexing server paths), videos.c (list/get/delete/stats and the JSON views), model.c (the
+ * model and the segment index) and query.c (search and grounding). Not a public header: the
+ * server sees only momentd.h.
  *
- * Locking: db and everything done with it is under db_mu; the model objects
- * (clip, index) are created before workers start and freed after they stop,
- * and are thread-safe themselves (clip.h, search.h).
+ * Locking: the request-side store connection (db) and everything done with it is under db_mu,
+ * which also orders a window's commit (jobs.c) against a video's deletion (videos.c), so that a
+ * deleted video never reappears in the index. q_mu/q_cv/stopping are the workers' queue and the
+ * shutdown flag (library.c). The model objects (clip, index) are created before workers start
+ * and freed after they stop, and are thread-safe themselves (clip.h, search.h).
  */
 #ifndef MD_LIBRARY_INTERNAL_H
 #define MD_LIBRARY_INTERNAL_H
@@ -23,7 +26,8 @@ struct md_library {
     md_library_params p;
     char *data_dir;
     char **roots;
-    char videos_dir[PATH_MAX], tmp_dir[PATH_MAX];
+    char videos_dir[PATH_MAX], tmp_dir[PATH_MAX], db_path[PATH_MAX + 16];
+    int lock_fd; /* flock on data_dir/momentd.lock, held until close; -1 when none */
 
     md_store *db; /* request side, under db_mu */
     pthread_mutex_t db_mu;
@@ -39,16 +43,31 @@ struct md_library {
     md_temporal *temporal; /* the temporal encoder over CLIP tokens */
     char temporal_path[PATH_MAX + 64];
     char temporal_label[160]; /* "untrained (identity)" or "trained <sha>", stored on videos */
-    md_index *index;     /* segments of model_id */
-    long long model_id;  /* models.id of the current model */
+    md_index *index;          /* segments of model_id */
+    long long model_id;       /* the current model's id in the store */
     char model_dir[PATH_MAX];
     char model_name[256];
     double model_load_s;
 };
 
-/* model.c: loads the configured model (or writes and loads the demo model),
- * records its provenance in the models table and loads its segments into the
- * index. Called by md_library_open before the workers start. */
+/* library.c: the shutdown flag, and waking idle workers when jobs were queued. */
+int md_library_stopping(md_library *lib);
+void md_library_wake(md_library *lib);
+
+/* jobs.c: one worker thread (ARG is the library). */
+void *md_worker_main(void *arg);
+
+/* videos.c: the API's JSON views of store records (the one place they are built). */
+cJSON *md_video_json(const md_video_rec *v);
+cJSON *md_job_json(const md_job_rec *j);
+/* {"video": ..., "job": ...|null} for video ID and its latest job. Caller holds db_mu. */
+md_status md_video_and_job_locked(md_library *lib, long long id, cJSON **out, md_error *e);
+/* "database error while ...": ST with the store's message. */
+md_status md_store_fail(md_error *e, md_status st, md_store *s);
+
+/* model.c: loads the configured model (or writes and loads the demo model), records its
+ * provenance in the store and loads its segments into the index. Called by md_library_open
+ * before the workers start. */
 md_status md_model_open(md_library *lib, md_error *e);
 void md_model_close(md_library *lib);
 

@@ -17,7 +17,6 @@
 
 #include "library_internal.h"
 #include "../base/log.h"
-#include "safetensors.h"
 #include "sha256.h"
 #include "temporal.h"
 
@@ -76,70 +75,36 @@ static md_status register_model(md_library *lib, md_error *e)
     md_sha256_update(&h, ":", 1);
     md_sha256_update(&h, ti->sha256, strlen(ti->sha256));
     md_sha256_final_hex(&h, wsha);
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(lib->db->db,
-                                "INSERT INTO models (name, kind, weights_sha256, preprocess_hash, dim, config, created_at, "
-                                "temporal_sha256) VALUES (?, 'clip+temporal', ?, ?, ?, ?, ?, ?) "
-                                "ON CONFLICT (weights_sha256, preprocess_hash) DO UPDATE SET name = excluded.name "
-                                "RETURNING id",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        char cfg[1024];
-        snprintf(cfg, sizeof cfg, "{\"describe\":\"%s\",\"preprocess\":\"%s\",\"demo\":%s}", md_clip_describe(lib->clip),
-                 sig, md_clip_is_demo(lib->clip) ? "true" : "false");
-        sqlite3_bind_text(st, 1, lib->model_name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, wsha, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, psha, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 4, md_clip_dim(lib->clip));
-        sqlite3_bind_text(st, 5, cfg, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 6, md_now_ms());
-        sqlite3_bind_text(st, 7, ti->sha256, -1, SQLITE_STATIC);
-        if ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            lib->model_id = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW)
-        return md_fail(e, md_store_status(rc), "cannot record the model: %s", sqlite3_errmsg(lib->db->db));
-    return MD_OK;
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "{\"describe\":\"%s\",\"preprocess\":\"%s\",\"demo\":%s}", md_clip_describe(lib->clip), sig,
+             md_clip_is_demo(lib->clip) ? "true" : "false");
+    md_model_rec m = {.name = lib->model_name,
+                      .kind = "clip+temporal",
+                      .weights_sha256 = wsha,
+                      .preprocess_hash = psha,
+                      .temporal_sha256 = ti->sha256,
+                      .config = cfg,
+                      .dim = md_clip_dim(lib->clip)};
+    md_status s = md_store_model_register(lib->db, &m, &lib->model_id);
+    return s == MD_OK ? MD_OK : md_fail(e, s, "cannot record the model: %s", md_store_error(lib->db));
+}
+
+static md_status add_segment(void *ctx, long long video_id, int seq, long long start_ms, long long end_ms,
+                             const uint16_t *emb)
+{
+    md_library *lib = ctx;
+    return md_index_add_f16(lib->index, video_id, seq, start_ms, end_ms, emb);
 }
 
 /* Loads every stored segment of the current model into the index. */
 static md_status load_segments(md_library *lib, md_error *e)
 {
-    sqlite3_stmt *st = NULL;
-    int dim = md_clip_dim(lib->clip);
-    uint16_t *v = malloc((size_t)dim * sizeof *v);
-    long long n = 0, bad = 0;
-    if (!v)
-        return md_fail(e, MD_ERR_NOMEM, "out of memory");
-    int rc = sqlite3_prepare_v2(lib->db->db,
-                                "SELECT video_id, seq, start_ms, end_ms, embedding FROM segments WHERE model_id = ? "
-                                "ORDER BY video_id, seq",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, lib->model_id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const unsigned char *b = sqlite3_column_blob(st, 4);
-            int bytes = sqlite3_column_bytes(st, 4);
-            if (!b || bytes != dim * 2) {
-                bad++; /* a damaged row loses that segment, never the start-up */
-                continue;
-            }
-            /* Stored little-endian; the index keeps the halves bit for bit. */
-            for (int i = 0; i < dim; i++)
-                v[i] = (uint16_t)(b[2 * i] | b[2 * i + 1] << 8);
-            if (md_index_add_f16(lib->index, sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1),
-                                 sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3), v) == MD_OK)
-                n++;
-            else
-                bad++;
-        }
-    }
-    sqlite3_finalize(st);
-    free(v);
-    if (rc != SQLITE_DONE)
-        return md_fail(e, md_store_status(rc), "cannot read segments: %s", sqlite3_errmsg(lib->db->db));
-    md_info("model: %lld segments loaded into the index%s", n, bad ? " (some rows were damaged and skipped)" : "");
+    long long bad = 0;
+    md_status s = md_store_segments_load(lib->db, lib->model_id, md_clip_dim(lib->clip), add_segment, lib, &bad);
+    if (s != MD_OK)
+        return md_fail(e, s, "cannot read segments: %s", md_store_error(lib->db));
+    md_info("model: %lld segments loaded into the index%s", md_index_count(lib->index),
+            bad ? " (some rows were damaged and skipped)" : "");
     if (bad)
         md_warn("model: %lld damaged segment rows skipped", bad);
     return MD_OK;
@@ -151,23 +116,10 @@ static md_status load_segments(md_library *lib, md_error *e)
  * but are never loaded or mixed in. */
 static md_status queue_reindex(md_library *lib, md_error *e)
 {
-    sqlite3_stmt *st = NULL;
-    long long now = md_now_ms();
-    int rc = sqlite3_prepare_v2(lib->db->db,
-                                "INSERT INTO jobs (video_id, kind, state, created_at, updated_at) "
-                                "SELECT v.id, 'index', 'queued', ?1, ?1 FROM videos v "
-                                "WHERE (SELECT state FROM jobs WHERE video_id = v.id ORDER BY id DESC LIMIT 1) = 'done' "
-                                "AND NOT EXISTS (SELECT 1 FROM segments s WHERE s.video_id = v.id AND s.model_id = ?2)",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, now);
-        sqlite3_bind_int64(st, 2, lib->model_id);
-        rc = sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return md_fail(e, md_store_status(rc), "cannot queue re-indexing: %s", sqlite3_errmsg(lib->db->db));
-    int n = sqlite3_changes(lib->db->db);
+    int n = 0;
+    md_status s = md_store_jobs_queue_reindex(lib->db, lib->model_id, &n);
+    if (s != MD_OK)
+        return md_fail(e, s, "cannot queue re-indexing: %s", md_store_error(lib->db));
     if (n)
         md_info("model: %d video(s) indexed with another model (or none) queued for re-indexing", n);
     return MD_OK;

@@ -35,12 +35,6 @@
 
 #define MD_VERSION "0.1.0"
 
-typedef struct md_error {
-    char msg[1024];
-} md_error;
-
-/* Sets E->msg (if E is not NULL) and returns ST, for "return md_fail(e, st, ...)". */
-md_status md_fail(md_error *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Process-wide set-up, called once at start-up before md_library_open (not thread-safe):
  * FFmpeg's global state, the compute device and the CPU math threads. */

@@ -68,15 +68,13 @@ cJSON *md_library_model_json(md_library *lib)
 /* 1 when VIDEO_ID exists. */
 static int video_exists(md_library *lib, long long id)
 {
-    sqlite3_stmt *st = NULL;
-    int found = 0;
+    md_video_rec *v = malloc(sizeof *v);
+    if (!v)
+        return 0;
     pthread_mutex_lock(&lib->db_mu);
-    if (sqlite3_prepare_v2(lib->db->db, "SELECT 1 FROM videos WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, id);
-        found = sqlite3_step(st) == SQLITE_ROW;
-    }
-    sqlite3_finalize(st);
+    int found = md_store_video_get(lib->db, id, v) == MD_OK;
     pthread_mutex_unlock(&lib->db_mu);
+    free(v);
     return found;
 }
 
@@ -123,25 +121,22 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
     return MD_OK;
 }
 
-/* Adds "video_name" to each moment (one query for all of them). */
+/* Adds "video_name" to each moment (null for a video deleted meanwhile). */
 static void add_names(md_library *lib, cJSON *moments)
 {
-    sqlite3_stmt *st = NULL;
+    md_video_rec *v = malloc(sizeof *v);
+    cJSON *m;
     pthread_mutex_lock(&lib->db_mu);
-    if (sqlite3_prepare_v2(lib->db->db, "SELECT name FROM videos WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
-        cJSON *m;
-        cJSON_ArrayForEach(m, moments)
-        {
-            sqlite3_reset(st);
-            sqlite3_bind_int64(st, 1, (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(m, "video_id")));
-            if (sqlite3_step(st) == SQLITE_ROW)
-                cJSON_AddStringToObject(m, "video_name", (const char *)sqlite3_column_text(st, 0));
-            else
-                cJSON_AddNullToObject(m, "video_name");
-        }
+    cJSON_ArrayForEach(m, moments)
+    {
+        long long id = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(m, "video_id"));
+        if (v && md_store_video_get(lib->db, id, v) == MD_OK)
+            cJSON_AddStringToObject(m, "video_name", v->name);
+        else
+            cJSON_AddNullToObject(m, "video_name");
     }
-    sqlite3_finalize(st);
     pthread_mutex_unlock(&lib->db_mu);
+    free(v);
 }
 
 md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_error *e)

@@ -109,8 +109,13 @@ static int serve(int argc, char **argv, int first)
     p.window_frames = (int)cfg.window_frames;
     p.temporal_path = cfg.temporal;
     p.device = cfg.device;
-    if (md_library_open(&p, &srv.lib, &e) != MD_OK) {
+    md_status st = md_library_open(&p, &srv.lib, &e);
+    if (st != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
+        /* Another momentd on this data_dir, or a database newer than this binary: the set-up is
+         * wrong, as with a bad setting. */
+        if (st == MD_ERR_CONFLICT)
+            rc = 2;
         goto out;
     }
     if (md_library_start(srv.lib, &e) != MD_OK) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include "../../base/log.h"
@@ -492,6 +493,22 @@ static void test_openapi_states_the_limits(void)
     cJSON_Delete(doc);
 }
 
+/* Runs SQL on the database file directly (the test's own connection: SQL stays out of the
+ * engine's callers, not out of its tests). */
+static int raw_sql(const char *db, const char *sql)
+{
+    sqlite3 *h = NULL;
+    char *msg = NULL;
+    int rc = sqlite3_open(db, &h);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(h, "PRAGMA foreign_keys=ON", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(h, sql, NULL, NULL, &msg);
+    sqlite3_free(msg); /* callers check the code: some expect a refusal */
+    sqlite3_close(h);
+    return rc;
+}
+
 static void test_store_migrations(void)
 {
     char db[PATH_MAX + 16], err[512];
@@ -501,22 +518,222 @@ static void test_store_migrations(void)
     CHECK(s != NULL);
     if (!s)
         return;
-    CHECK_EQ_INT(md_store_version(s), md_store_latest_version());
-    CHECK(md_store_latest_version() >= 1);
+    CHECK_EQ_INT(md_store_version(s), md_store_latest_version(s));
+    CHECK(md_store_latest_version(s) >= 3);
+    md_store_close(s);
     /* Foreign keys are on: a job for a missing video is refused. */
-    CHECK(md_store_exec(s, "INSERT INTO jobs (video_id, created_at, updated_at) VALUES (999, 0, 0)", err,
-                        sizeof err) == MD_ERR_CONFLICT);
+    CHECK(raw_sql(db, "INSERT INTO jobs (video_id, created_at, updated_at) VALUES (999, 0, 0)") == SQLITE_CONSTRAINT);
     /* WAL mode persisted. */
-    sqlite3_stmt *q;
-    sqlite3_prepare_v2(s->db, "PRAGMA journal_mode", -1, &q, NULL);
+    sqlite3 *h = NULL;
+    sqlite3_stmt *q = NULL;
+    sqlite3_open(db, &h);
+    sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &q, NULL);
     CHECK(sqlite3_step(q) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(q, 0), "wal") == 0);
     sqlite3_finalize(q);
-    CHECK_EQ_INT(md_store_exec(s, "PRAGMA user_version = 999", err, sizeof err), MD_OK);
-    md_store_close(s);
-    /* Reopening is idempotent, and a database from the future is refused. */
+    sqlite3_close(h);
+    CHECK_EQ_INT(raw_sql(db, "PRAGMA user_version = 999"), SQLITE_OK);
+    /* A database from the future is refused. */
     CHECK_EQ_INT(md_store_open(db, &s, err, sizeof err), MD_ERR_CONFLICT);
     CHECK(strstr(err, "newer") != NULL);
     CHECK(s == NULL);
+}
+
+static md_status count_segment(void *ctx, long long video_id, int seq, long long start_ms, long long end_ms,
+                               const uint16_t *emb)
+{
+    long long *n = ctx;
+    (void)start_ms;
+    (void)end_ms;
+    /* The halves come back bit for bit: segment seq of video v holds v*1000 + seq + d. */
+    for (int d = 0; d < 4; d++)
+        if (emb[d] != (uint16_t)(video_id * 1000 + seq + d))
+            return MD_ERR_INTERNAL;
+    (*n)++;
+    return MD_OK;
+}
+
+/* The storage interface end to end on records: videos, jobs, windows, segments, ids. */
+static void test_store_records(void)
+{
+    char db[PATH_MAX + 16], err[512];
+    snprintf(db, sizeof db, "%s/rec.db", g_tmp);
+    md_store *s = NULL;
+    CHECK_EQ_INT(md_store_open(db, &s, err, sizeof err), MD_OK);
+    if (!s)
+        return;
+    char sha[3][65];
+    sha_hex("a", sha[0]);
+    sha_hex("b", sha[1]);
+    sha_hex("c", sha[2]);
+    long long va = 0, vb = 0, vc = 0, ja = 0, jb = 0, jc = 0, id = 0;
+    md_video_new v = {.sha256 = sha[0], .name = "a.mp4", .path = "/x/a", .source = MD_SOURCE_UPLOAD, .size_bytes = 1};
+    CHECK_EQ_INT(md_store_video_insert(s, &v, &va, &ja), MD_OK);
+    v.sha256 = sha[1];
+    v.name = "b.mp4";
+    v.source = MD_SOURCE_PATH;
+    CHECK_EQ_INT(md_store_video_insert(s, &v, &vb, &jb), MD_OK);
+    CHECK(vb > va && jb > ja);
+    /* The same bytes twice: a conflict, and find_sha knows them. */
+    CHECK_EQ_INT(md_store_video_insert(s, &v, &id, NULL), MD_ERR_CONFLICT);
+    CHECK(strstr(md_store_error(s), "adding a video") != NULL);
+    CHECK_EQ_INT(md_store_video_find_sha(s, sha[1], &id), MD_OK);
+    CHECK_EQ_INT(id, vb);
+    md_video_rec rec;
+    CHECK_EQ_INT(md_store_video_get(s, vb, &rec), MD_OK);
+    CHECK_STR(rec.name, "b.mp4");
+    CHECK(rec.source == MD_SOURCE_PATH && rec.job_id == jb && rec.job_state == MD_JOB_QUEUED);
+    CHECK(rec.indexed_at_ms == 0 && !rec.has_tokens);
+    /* Ids are never reused: delete the newest video, add another, its ids are larger. */
+    md_video_source src;
+    char path[256];
+    CHECK_EQ_INT(md_store_video_delete(s, vb, &src, path, sizeof path), MD_OK);
+    CHECK(src == MD_SOURCE_PATH);
+    CHECK_STR(path, "/x/a");
+    CHECK_EQ_INT(md_store_video_get(s, vb, &rec), MD_ERR_NOT_FOUND);
+    md_job_rec jr;
+    CHECK_EQ_INT(md_store_job_get(s, jb, &jr), MD_ERR_NOT_FOUND);
+    v.sha256 = sha[2];
+    CHECK_EQ_INT(md_store_video_insert(s, &v, &vc, &jc), MD_OK);
+    CHECK(vc > vb && jc > jb);
+    md_video_rec *list = NULL;
+    int n = 0;
+    long long total = 0;
+    CHECK_EQ_INT(md_store_video_list(s, 10, 0, &list, &n, &total), MD_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(total, 2);
+    CHECK(n == 2 && list[0].id == va && list[1].id == vc);
+    free(list);
+
+    /* A job: claimed once, progress, a window of segments, its checkpoint, done. */
+    md_job_claim cl;
+    CHECK_EQ_INT(md_store_job_claim(s, &cl), MD_OK);
+    CHECK_EQ_INT(cl.job_id, ja);
+    CHECK_STR(cl.path, "/x/a");
+    int gone = -1;
+    CHECK_EQ_INT(md_store_job_progress(s, ja, 3, 10, "frames", &gone), MD_OK);
+    CHECK_EQ_INT(gone, 0);
+    md_model_rec m = {.name = "t", .kind = "clip+temporal", .weights_sha256 = sha[0], .preprocess_hash = sha[1],
+                      .temporal_sha256 = sha[2], .config = "{}", .dim = 4};
+    long long model = 0, model2 = 0;
+    CHECK_EQ_INT(md_store_model_register(s, &m, &model), MD_OK);
+    CHECK_EQ_INT(md_store_model_register(s, &m, &model2), MD_OK);
+    CHECK(model > 0 && model2 == model);
+    uint16_t emb[2][4];
+    md_segment_rec segs[2];
+    for (int j = 0; j < 2; j++) {
+        for (int d = 0; d < 4; d++)
+            emb[j][d] = (uint16_t)(va * 1000 + j + d);
+        segs[j] = (md_segment_rec){.seq = j, .start_ms = 4000 * j, .end_ms = 4000 * (j + 1), .emb = emb[j]};
+    }
+    md_window_rec w = {.job_id = ja, .video_id = va, .model_id = model, .progress_done = 8, .checkpoint = "ckpt",
+                       .checkpoint_len = 4, .segs = segs, .n_segs = 2, .dim = 4};
+    CHECK_EQ_INT(md_store_window_commit(s, &w), MD_OK);
+    void *blob = NULL;
+    size_t blen = 0;
+    long long stored = 0;
+    CHECK_EQ_INT(md_store_job_checkpoint(s, ja, model, &blob, &blen, &stored), MD_OK);
+    CHECK(blob && blen == 4 && memcmp(blob, "ckpt", 4) == 0);
+    CHECK_EQ_INT(stored, 2);
+    free(blob);
+    long long loaded = 0, bad = -1;
+    CHECK_EQ_INT(md_store_segments_load(s, model, 4, count_segment, &loaded, &bad), MD_OK);
+    CHECK_EQ_INT(loaded, 2);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(md_store_job_get(s, ja, &jr), MD_OK);
+    CHECK(jr.state == MD_JOB_RUNNING && jr.progress_done == 8 && jr.progress_total == 10);
+    CHECK_STR(jr.progress_unit, "frames");
+    CHECK_EQ_INT(md_store_job_finish(s, ja, MD_JOB_DONE, NULL), MD_OK);
+    CHECK_EQ_INT(md_store_job_get(s, ja, &jr), MD_OK);
+    CHECK(jr.state == MD_JOB_DONE && jr.progress_done == jr.progress_total && jr.finished_at_ms > 0);
+    /* A window of a job that is no longer running writes nothing. */
+    w.progress_done = 12;
+    CHECK_EQ_INT(md_store_window_commit(s, &w), MD_ERR_CANCELLED);
+    CHECK_EQ_INT(md_store_job_progress(s, ja, 1, 10, NULL, &gone), MD_OK);
+    CHECK_EQ_INT(gone, 1);
+    loaded = 0;
+    CHECK_EQ_INT(md_store_segments_load(s, model, 4, count_segment, &loaded, &bad), MD_OK);
+    CHECK_EQ_INT(loaded, 2);
+    /* The finished video without segments of another model is queued again for it. */
+    m.preprocess_hash = sha[2];
+    CHECK_EQ_INT(md_store_model_register(s, &m, &model2), MD_OK);
+    CHECK(model2 != model);
+    int queued = -1;
+    CHECK_EQ_INT(md_store_jobs_queue_reindex(s, model2, &queued), MD_OK);
+    CHECK_EQ_INT(queued, 1);
+    md_store_stats st;
+    CHECK_EQ_INT(md_store_stats_get(s, &st), MD_OK);
+    CHECK(st.videos == 2 && st.jobs_done == 1 && st.jobs_queued == 2 && st.bytes_stored == 1 && st.bytes_indexed_paths == 1);
+    md_store_close(s);
+}
+
+/* A database made by an older momentd (schema 2) keeps its rows and ids through migration 003,
+ * and from then on deleted ids are not handed out again. */
+static void test_store_migrates_old_ids(void)
+{
+    char db[PATH_MAX + 16], err[512];
+    snprintf(db, sizeof db, "%s/old.db", g_tmp);
+    char m1[PATH_MAX + 64], m2[PATH_MAX + 64];
+    snprintf(m1, sizeof m1, "%sschema/001-init.sql", tu_repo_root());
+    snprintf(m2, sizeof m2, "%sschema/002-temporal.sql", tu_repo_root());
+    size_t n1 = 0, n2 = 0;
+    char *s1 = tu_read_file(m1, &n1), *s2 = tu_read_file(m2, &n2);
+    CHECK(s1 && s2);
+    if (!s1 || !s2) {
+        free(s1);
+        free(s2);
+        return;
+    }
+    CHECK_EQ_INT(raw_sql(db, s1), SQLITE_OK);
+    CHECK_EQ_INT(raw_sql(db, s2), SQLITE_OK);
+    free(s1);
+    free(s2);
+    char sql[2048], sha[4][65];
+    for (int i = 0; i < 4; i++) {
+        char x[2] = {(char)('p' + i), 0};
+        sha_hex(x, sha[i]);
+    }
+    snprintf(sql, sizeof sql,
+             "PRAGMA user_version = 2;"
+             "INSERT INTO models (id, name, kind, weights_sha256, preprocess_hash, dim, created_at) "
+             "VALUES (1, 'm', 'clip+temporal', 'w', 'p', 4, 1);"
+             "INSERT INTO videos (id, sha256, name, source, path, size_bytes, created_at) VALUES "
+             "(1, '%s', 'one', 'upload', '/v/1', 10, 1), (2, '%s', 'two', 'path', '/v/2', 20, 2);"
+             "INSERT INTO jobs (id, video_id, state, created_at, updated_at, checkpoint) VALUES "
+             "(1, 1, 'done', 1, 1, x'0102'), (2, 2, 'queued', 2, 2, NULL);"
+             "INSERT INTO segments (video_id, model_id, seq, start_ms, end_ms, embedding) VALUES "
+             "(1, 1, 0, 0, 4000, x'e8030000e9030000');",
+             sha[0], sha[1]);
+    CHECK_EQ_INT(raw_sql(db, sql), SQLITE_OK);
+    md_store *s = NULL;
+    CHECK_EQ_INT(md_store_open(db, &s, err, sizeof err), MD_OK);
+    if (!s)
+        return;
+    CHECK_EQ_INT(md_store_version(s), md_store_latest_version(s));
+    md_video_rec v;
+    CHECK_EQ_INT(md_store_video_get(s, 1, &v), MD_OK);
+    CHECK_STR(v.name, "one");
+    CHECK_EQ_INT(v.job_id, 1);
+    CHECK(v.job_state == MD_JOB_DONE);
+    CHECK_EQ_INT(md_store_video_get(s, 2, &v), MD_OK);
+    CHECK_STR(v.name, "two");
+    void *blob = NULL;
+    size_t blen = 0;
+    long long stored = 0;
+    CHECK_EQ_INT(md_store_job_checkpoint(s, 1, 1, &blob, &blen, &stored), MD_OK);
+    CHECK(blob && blen == 2 && stored == 1);
+    free(blob);
+    /* Cascades still work on the rebuilt tables: deleting video 2 removes its job. */
+    md_video_source src;
+    char path[64];
+    CHECK_EQ_INT(md_store_video_delete(s, 2, &src, path, sizeof path), MD_OK);
+    md_job_rec j;
+    CHECK_EQ_INT(md_store_job_get(s, 2, &j), MD_ERR_NOT_FOUND);
+    long long nv = 0, nj = 0;
+    md_video_new nw = {.sha256 = sha[2], .name = "three", .path = "/v/3", .source = MD_SOURCE_PATH, .size_bytes = 3};
+    CHECK_EQ_INT(md_store_video_insert(s, &nw, &nv, &nj), MD_OK);
+    CHECK_EQ_INT(nv, 3);
+    CHECK_EQ_INT(nj, 3);
+    md_store_close(s);
 }
 
 static void test_store_rejects_garbage(void)
@@ -700,9 +917,31 @@ static void test_library_index_roots(void)
 
 /* A job left 'running' by a crash is queued again at the next open, and
  * failed once it was interrupted more often than job_retries allows. */
+/* One library per data directory: a second open is refused, naming the directory and the PID
+ * holding it, and closing the first releases it. */
+static void test_library_lock(void)
+{
+    char dir[PATH_MAX + 16], pid[32];
+    snprintf(dir, sizeof dir, "%s/locked", g_tmp);
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    md_error e;
+    md_library *a = open_lib(dir, NULL, &e), *b = NULL;
+    CHECK(a != NULL);
+    md_library_params p = md_library_default_params();
+    p.data_dir = dir;
+    p.workers = 1;
+    CHECK_EQ_INT(md_library_open(&p, &b, &e), MD_ERR_CONFLICT);
+    CHECK(b == NULL);
+    CHECK(strstr(e.msg, dir) != NULL);
+    CHECK(strstr(e.msg, pid) != NULL);
+    md_library_close(a);
+    CHECK_EQ_INT(md_library_open(&p, &b, &e), MD_OK);
+    md_library_close(b);
+}
+
 static void test_library_recovers_jobs(void)
 {
-    char dir[PATH_MAX + 16], db[PATH_MAX + 32], err[512];
+    char dir[PATH_MAX + 16], db[PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/lib3", g_tmp);
     md_error e;
     md_library *lib = open_lib(dir, NULL, &e);
@@ -719,13 +958,9 @@ static void test_library_recovers_jobs(void)
     cJSON_Delete(r);
     md_library_close(lib);
     snprintf(db, sizeof db, "%s/momentd.db", dir);
-    md_store *s = NULL;
-    CHECK_EQ_INT(md_store_open(db, &s, err, sizeof err), MD_OK);
-    CHECK_EQ_INT(md_store_exec(s, "UPDATE jobs SET state='running', attempts=1 WHERE id=1; "
-                                  "UPDATE jobs SET state='running', attempts=4 WHERE id=2",
-                               err, sizeof err),
-                 MD_OK);
-    md_store_close(s);
+    CHECK_EQ_INT(raw_sql(db, "UPDATE jobs SET state='running', attempts=1 WHERE id=1; "
+                             "UPDATE jobs SET state='running', attempts=4 WHERE id=2"),
+                 SQLITE_OK);
     lib = open_lib(dir, NULL, &e);
     cJSON *j = NULL;
     CHECK_EQ_INT(md_library_get_job(lib, 1, &j, &e), MD_OK);
@@ -764,9 +999,12 @@ int main(int argc, char **argv)
     RUN(test_library_params_check);
     RUN(test_openapi_states_the_limits);
     RUN(test_store_migrations);
+    RUN(test_store_records);
+    RUN(test_store_migrates_old_ids);
     RUN(test_store_rejects_garbage);
     RUN(test_library_upload_dedupe_delete);
     RUN(test_library_index_roots);
+    RUN(test_library_lock);
     RUN(test_library_recovers_jobs);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

@@ -1,5 +1,5 @@
-/* testutil.h - small helpers the unit tests share: whole-file reads and writes,
- * removing a fixture directory, and double-precision reference ops used to
+/* testutil.h - small helpers the unit tests share: whole-file reads and writes, the
+ * repository root, removing a fixture directory, and double-precision reference ops used to
  * check the backends and the CLIP towers. Header-only (static), like harness.h. */
 #ifndef MD_TEST_UTIL_H
 #define MD_TEST_UTIL_H
@@ -33,6 +33,28 @@ static inline void *tu_read_file(const char *path, size_t *len)
             *len = (size_t)n;
     }
     return b;
+}
+
+/* The repository root relative to the current directory ("" or "../" ...), found by walking up
+ * to where schema/001-init.sql is; "" when it is nowhere above (the caller's open then fails). */
+static inline const char *tu_repo_root(void)
+{
+    static char root[64];
+    static int done;
+    if (!done) {
+        done = 1;
+        for (int up = 0; up < 6; up++) {
+            char p[96];
+            root[0] = 0;
+            for (int i = 0; i < up; i++)
+                strcat(root, "../");
+            snprintf(p, sizeof p, "%sschema/001-init.sql", root);
+            if (access(p, R_OK) == 0)
+                return root;
+        }
+        root[0] = 0;
+    }
+    return root;
 }
 
 /* Writes N bytes to PATH; 0 on success, -1 (and a perror line) on failure. */
