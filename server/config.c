@@ -1,7 +1,10 @@
 /* config.c - the settings table and its three sources (file, flags, environment).
  *
  * To add a setting: add a field to md_config, a row to SETTINGS below, and a
- * line to deploy/momentd.conf and the README's table.
+ * line to deploy/momentd.conf and the README's table. A setting the engine takes
+ * gets its range from engine/momentd.h ("Limits"), never a number of its own; a
+ * check that one value cannot show (the file system, other settings) is the
+ * row's check function, run once every source is in.
  */
 #define _XOPEN_SOURCE 700
 #include "config.h"
