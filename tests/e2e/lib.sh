@@ -3,8 +3,10 @@
 # on 127.0.0.1 port 0 (the port is read from the log), and `api`, a curl wrapper
 # that leaves the status code in $STATUS and the body in $E2E_BODY.
 #
-# Every check prints "ok - DESCRIPTION" or "not ok - DESCRIPTION (DETAILS)";
-# e2e_summary prints "e2e: N passed, M failed". Every wait is bounded.
+# Every check prints "ok - DESCRIPTION" or "not ok - DESCRIPTION (DETAILS)", a
+# case that cannot run here "skip - DESCRIPTION (REASON)"; e2e_summary prints
+# "e2e: N passed, M failed" and ", K skipped" when K > 0. Every wait is bounded.
+# e2e_select and section pick the sections E2E_ONLY names (see run.sh's header).
 #
 # Needs E2E_TMP (a temporary directory) and E2E_BIN (the momentd binary) set
 # before start_daemon/api are used.
@@ -12,6 +14,8 @@
 
 E2E_PASS=0
 E2E_FAIL=0
+E2E_SKIP=0
+declare -A E2E_RUN=() # sections to run (e2e_select)
 E2E_PIDS=()   # every daemon ever started, for the cleanup trap
 E2E_NSTART=0
 declare -A D_PID=() D_PORT=() D_LOG=()
@@ -29,6 +33,12 @@ ok() {
 not_ok() {
     E2E_FAIL=$((E2E_FAIL + 1))
     echo "not ok - $1 (${2:-failed})"
+}
+
+# skip DESC REASON: a case or section that did not run; counted, never as passed.
+skip() {
+    E2E_SKIP=$((E2E_SKIP + 1))
+    echo "skip - $1 (${2:-skipped})"
 }
 
 # Short one-line excerpt of the last response body, for failure details.
@@ -95,7 +105,64 @@ resp_header() {
 }
 
 e2e_summary() {
-    echo "e2e: $E2E_PASS passed, $E2E_FAIL failed"
+    if ((E2E_SKIP > 0)); then
+        echo "e2e: $E2E_PASS passed, $E2E_FAIL failed, $E2E_SKIP skipped"
+    else
+        echo "e2e: $E2E_PASS passed, $E2E_FAIL failed"
+    fi
+}
+
+# ---- sections -----------------------------------------------------------
+
+# e2e_select: fills E2E_RUN from E2E_ONLY (comma-separated section names; unset
+# or empty: every section of E2E_SECTIONS), then adds what each chosen section
+# needs (E2E_NEEDS[name] = an earlier section), transitively. An unknown name
+# prints the valid ones and exits 2.
+e2e_select() {
+    local name names=() added=() changed=1 n known
+    if [[ -z ${E2E_ONLY:-} ]]; then
+        for name in "${E2E_SECTIONS[@]}"; do E2E_RUN[$name]=1; done
+        return 0
+    fi
+    IFS=, read -ra names <<<"$E2E_ONLY"
+    for name in "${names[@]}"; do
+        name=${name//[[:space:]]/}
+        [[ -n $name ]] || continue
+        known=0
+        for n in "${E2E_SECTIONS[@]}"; do [[ $n == "$name" ]] && known=1; done
+        if ((known == 0)); then
+            echo "E2E_ONLY: unknown section '$name'; valid sections: ${E2E_SECTIONS[*]}" >&2
+            exit 2
+        fi
+        E2E_RUN[$name]=1
+    done
+    if ((${#E2E_RUN[@]} == 0)); then
+        echo "E2E_ONLY='$E2E_ONLY' names no section; valid sections: ${E2E_SECTIONS[*]}" >&2
+        exit 2
+    fi
+    while ((changed)); do
+        changed=0
+        for name in "${!E2E_RUN[@]}"; do
+            n=${E2E_NEEDS[$name]:-}
+            if [[ -n $n && -z ${E2E_RUN[$n]:-} ]]; then
+                E2E_RUN[$n]=1
+                added+=("$n")
+                changed=1
+            fi
+        done
+    done
+    echo "# E2E_ONLY=$E2E_ONLY${added[*]:+ (with ${added[*]}: needed by them)}"
+}
+
+# section NAME TITLE: true when NAME is to run (prints "# TITLE"); otherwise
+# records the section as skipped and is false.
+section() {
+    if [[ -n ${E2E_RUN[$1]:-} ]]; then
+        echo "# $2"
+        return 0
+    fi
+    skip "section $1: $2" "not in E2E_ONLY"
+    return 1
 }
 
 # ---- HTTP ---------------------------------------------------------------
