@@ -1,14 +1,10 @@
-/* search.c - the in-memory segment index, retrieval and grounding (see search.h
- * for the storage, the scoring and moment rules).
- *
- * The first-pass kernels are hand-written SIMD rather than BLAS calls: BLAS has
- * no int8 x float or fp16 x float matrix-vector product, and the pass is bound
- * by memory traffic, which only a smaller storage type reduces. Each kernel
- * exists in plain C and, on x86, for AVX2 + FMA (+ F16C) and for AVX-512F,
- * compiled with target attributes and chosen at run time (the widest the CPU
- * has), so the build stays portable. */
+/* search.c - the in-memory segment index (see search.h for the storage, the scoring and moment
+ * rules): its storage (halves, and an int8 copy per row for the first pass), the video table,
+ * adding and removing rows, the first pass of a query (threads, candidates re-scored exactly)
+ * and the top-k segments. Moments and grounding are in moments.c, the scan kernels in
+ * search_kernels.c; what the three share is in search_internal.h. */
 #define _XOPEN_SOURCE 700
-#include "search.h"
+#include "search_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -17,320 +13,17 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../base/half.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define MD_SEARCH_X86 1
-#endif
-
-typedef struct vid_entry {
-    long long video_id; /* 0: empty slot, -1: removed */
-    int *rows;          /* row indices, sorted by seq */
-    int n, cap;
-} vid_entry;
-
-struct md_index {
-    int dim;
-    int threads; /* for one search's first pass */
-    pthread_rwlock_t lock;
-    uint16_t *h16; /* n x dim halves: the stored vectors */
-    int8_t *q8;    /* n x dim: h16 quantised per row for the first pass */
-    float *scale;  /* per row: h16 ~ q8 * scale */
-    long long *vid, *t0, *t1;
-    int *seq;
-    size_t n, cap;
-    vid_entry *tab; /* open addressing, linear probing, capacity a power of two */
-    size_t tab_cap, tab_used;
-    float *scratch; /* dim floats for md_index_add, under the write lock */
-};
-
 /* A thread of the first pass gets at least this many values to scan (4 MB of
  * int8): below it, starting a thread costs more than it saves. */
 #define MIN_VALUES_PER_THREAD (1u << 22)
 #define MAX_THREADS 16
 /* Values per chunk of the first pass that a thread takes at a time (1 MB of int8). */
 #define CHUNK_VALUES (1u << 20)
-/* At least this many candidates are re-scored exactly (and grown into moments) per search. */
-#define MIN_CANDIDATES 256
 
 md_search_params md_search_default_params(void)
 {
     md_search_params p = {.k = 10, .offset = 0, .min_score = -1.0f, .scan = MD_SCAN_INT8};
     return p;
-}
-
-md_ground_params md_ground_default_params(void)
-{
-    md_ground_params p = {.top_n = 5, .sigma = 1.0f, .nms_iou = 0.5f, .with_curve = 0};
-    return p;
-}
-
-static float z_needed(long long n)
-{
-    float z = n > 1 ? sqrtf(2.0f * logf((float)n)) : 0;
-    return z > 3.0f ? z : 3.0f;
-}
-
-/* ---- kernels ------------------------------------------------------------ */
-
-typedef struct kernels {
-    const char *name;
-    /* out[r] = scale[r] * sum_i q[i] * rows[r dim + i] for r < n */
-    void (*scan_i8)(const float *q, const int8_t *rows, const float *scale, size_t n, int dim, float *out);
-    /* out[r] = sum_i q[i] * half(rows[r dim + i]) for r < n. Each row is summed
-     * the same way alone or in a block, so a segment's exact score does not
-     * depend on how it was reached. */
-    void (*scan_f16)(const float *q, const uint16_t *rows, size_t n, int dim, float *out);
-    /* Conversions, rounding to nearest even like md_f32_to_f16 (finite input only). */
-    void (*to_f16)(const float *src, uint16_t *dst, int n);
-    void (*from_f16)(const uint16_t *src, float *dst, int n);
-} kernels;
-
-/* Plain C: eight partial sums, which compilers vectorise at -O2. */
-static void scan_i8_c(const float *q, const int8_t *rows, const float *scale, size_t n, int dim, float *out)
-{
-    for (size_t r = 0; r < n; r++) {
-        const int8_t *p = rows + r * (size_t)dim;
-        float acc[8] = {0};
-        int i = 0;
-        for (; i + 8 <= dim; i += 8)
-            for (int j = 0; j < 8; j++)
-                acc[j] += q[i + j] * (float)p[i + j];
-        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        for (; i < dim; i++)
-            s += q[i] * (float)p[i];
-        out[r] = s * scale[r];
-    }
-}
-
-static void scan_f16_c(const float *q, const uint16_t *rows, size_t n, int dim, float *out)
-{
-    for (size_t r = 0; r < n; r++) {
-        const uint16_t *p = rows + r * (size_t)dim;
-        float acc[8] = {0};
-        int i = 0;
-        for (; i + 8 <= dim; i += 8)
-            for (int j = 0; j < 8; j++)
-                acc[j] += q[i + j] * md_f16_to_f32(p[i + j]);
-        float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        for (; i < dim; i++)
-            s += q[i] * md_f16_to_f32(p[i]);
-        out[r] = s;
-    }
-}
-
-static void to_f16_c(const float *src, uint16_t *dst, int n)
-{
-    for (int i = 0; i < n; i++)
-        dst[i] = md_f32_to_f16(src[i]);
-}
-
-static void from_f16_c(const uint16_t *src, float *dst, int n)
-{
-    for (int i = 0; i < n; i++)
-        dst[i] = md_f16_to_f32(src[i]);
-}
-
-static const kernels k_scalar = {"scalar", scan_i8_c, scan_f16_c, to_f16_c, from_f16_c};
-
-#ifdef MD_SEARCH_X86
-__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 a0, __m256 a1, __m256 a2, __m256 a3)
-{
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* Four independent accumulators: one FMA chain per row would wait on the FMA
- * latency instead of on memory. */
-__attribute__((target("avx2,fma"))) static void scan_i8_avx2(const float *q, const int8_t *rows, const float *scale,
-                                                            size_t n, int dim, float *out)
-{
-    const int d32 = dim & ~31;
-    for (size_t r = 0; r < n; r++) {
-        const int8_t *p = rows + r * (size_t)dim;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        int i = 0;
-        for (; i < d32; i += 32) {
-            __m128i b0 = _mm_loadu_si128((const __m128i *)(p + i)), b1 = _mm_loadu_si128((const __m128i *)(p + i + 16));
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b0)), _mm256_loadu_ps(q + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b0, 8))),
-                                 _mm256_loadu_ps(q + i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b1)), _mm256_loadu_ps(q + i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b1, 8))),
-                                 _mm256_loadu_ps(q + i + 24), a3);
-        }
-        float s = hsum_avx2(a0, a1, a2, a3);
-        for (; i < dim; i++)
-            s += q[i] * (float)p[i];
-        out[r] = s * scale[r];
-    }
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void scan_f16_avx2(const float *q, const uint16_t *rows, size_t n,
-                                                                  int dim, float *out)
-{
-    const int d32 = dim & ~31;
-    for (size_t r = 0; r < n; r++) {
-        const uint16_t *p = rows + r * (size_t)dim;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        int i = 0;
-        for (; i < d32; i += 32) {
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i))), _mm256_loadu_ps(q + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 8))),
-                                 _mm256_loadu_ps(q + i + 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 16))),
-                                 _mm256_loadu_ps(q + i + 16), a2);
-            a3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i + 24))),
-                                 _mm256_loadu_ps(q + i + 24), a3);
-        }
-        float s = hsum_avx2(a0, a1, a2, a3);
-        for (; i < dim; i++)
-            s += q[i] * md_f16_to_f32(p[i]);
-        out[r] = s;
-    }
-}
-
-/* F16C rounds to nearest even, subnormals included, exactly as md_f32_to_f16. */
-__attribute__((target("avx2,f16c"))) static void to_f16_f16c(const float *src, uint16_t *dst, int n)
-{
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++)
-        dst[i] = md_f32_to_f16(src[i]);
-}
-
-__attribute__((target("avx2,f16c"))) static void from_f16_f16c(const uint16_t *src, float *dst, int n)
-{
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++)
-        dst[i] = md_f16_to_f32(src[i]);
-}
-
-static const kernels k_avx2 = {"avx2", scan_i8_avx2, scan_f16_avx2, to_f16_f16c, from_f16_f16c};
-
-/* AVX-512: the same sums 16 lanes wide, a sixth fewer cycles per row than AVX2
- * where the scan is not yet waiting on memory alone (one core, or a busy one). */
-__attribute__((target("avx512f"))) static void scan_i8_avx512(const float *q, const int8_t *rows, const float *scale,
-                                                              size_t n, int dim, float *out)
-{
-    const int d64 = dim & ~63, d16 = dim & ~15;
-    for (size_t r = 0; r < n; r++) {
-        const int8_t *p = rows + r * (size_t)dim;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        int i = 0;
-        for (; i < d64; i += 64) {
-            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + i)))),
-                                 _mm512_loadu_ps(q + i), a0);
-            a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + i + 16)))),
-                                 _mm512_loadu_ps(q + i + 16), a1);
-            a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + i + 32)))),
-                                 _mm512_loadu_ps(q + i + 32), a2);
-            a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + i + 48)))),
-                                 _mm512_loadu_ps(q + i + 48), a3);
-        }
-        for (; i < d16; i += 16)
-            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + i)))),
-                                 _mm512_loadu_ps(q + i), a0);
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        for (; i < dim; i++)
-            s += q[i] * (float)p[i];
-        out[r] = s * scale[r];
-    }
-}
-
-__attribute__((target("avx512f"))) static void scan_f16_avx512(const float *q, const uint16_t *rows, size_t n, int dim,
-                                                               float *out)
-{
-    const int d64 = dim & ~63, d16 = dim & ~15;
-    for (size_t r = 0; r < n; r++) {
-        const uint16_t *p = rows + r * (size_t)dim;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        int i = 0;
-        for (; i < d64; i += 64) {
-            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i))), _mm512_loadu_ps(q + i),
-                                 a0);
-            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i + 16))),
-                                 _mm512_loadu_ps(q + i + 16), a1);
-            a2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i + 32))),
-                                 _mm512_loadu_ps(q + i + 32), a2);
-            a3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i + 48))),
-                                 _mm512_loadu_ps(q + i + 48), a3);
-        }
-        for (; i < d16; i += 16)
-            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i))), _mm512_loadu_ps(q + i),
-                                 a0);
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        for (; i < dim; i++)
-            s += q[i] * md_f16_to_f32(p[i]);
-        out[r] = s;
-    }
-}
-
-static const kernels k_avx512 = {"avx512", scan_i8_avx512, scan_f16_avx512, to_f16_f16c, from_f16_f16c};
-
-static int have_avx2(void)
-{
-    /* F16C through cpuid: not every compiler's __builtin_cpu_supports knows it
-     * (clang 14 does not). The AVX2 check already covers the OS saving YMM. */
-    unsigned a, b, c, d;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
-           (c & bit_F16C);
-}
-
-static int have_avx512(void) /* its table also uses the AVX2 + F16C conversions */
-{
-    return have_avx2() && __builtin_cpu_supports("avx512f");
-}
-#endif
-
-static const kernels *g_kern;
-static pthread_once_t g_kern_once = PTHREAD_ONCE_INIT;
-
-static void pick_kernels(void)
-{
-    const kernels *k = &k_scalar;
-#ifdef MD_SEARCH_X86
-    if (have_avx512())
-        k = &k_avx512;
-    else if (have_avx2())
-        k = &k_avx2;
-#endif
-    __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
-}
-
-static const kernels *kern(void)
-{
-    pthread_once(&g_kern_once, pick_kernels);
-    return __atomic_load_n(&g_kern, __ATOMIC_ACQUIRE);
-}
-
-const char *md_search_kernel(void) { return kern()->name; }
-
-md_status md_search_set_kernel(const char *name)
-{
-    const kernels *k = NULL;
-    kern();
-    if (name && strcmp(name, "scalar") == 0)
-        k = &k_scalar;
-#ifdef MD_SEARCH_X86
-    else if (name && strcmp(name, "avx2") == 0 && have_avx2())
-        k = &k_avx2;
-    else if (name && strcmp(name, "avx512") == 0 && have_avx512())
-        k = &k_avx512;
-#endif
-    if (!k)
-        return MD_ERR_UNSUPPORTED;
-    __atomic_store_n(&g_kern, k, __ATOMIC_RELEASE);
-    return MD_OK;
 }
 
 /* ---- the video table --------------------------------------------------- */
@@ -341,7 +34,7 @@ static size_t slot_of(long long id, size_t cap)
     return (size_t)(h >> 17) & (cap - 1);
 }
 
-static vid_entry *find_video(md_index *ix, long long id)
+vid_entry *md_index_find_video(md_index *ix, long long id)
 {
     if (!ix->tab_cap)
         return NULL;
@@ -380,7 +73,7 @@ static md_status grow_table(md_index *ix)
 
 static md_status get_or_add_video(md_index *ix, long long id, vid_entry **out)
 {
-    if ((*out = find_video(ix, id)))
+    if ((*out = md_index_find_video(ix, id)))
         return MD_OK;
     if ((ix->tab_used + 1) * 2 > ix->tab_cap) {
         md_status s = grow_table(ix);
@@ -398,7 +91,7 @@ static md_status get_or_add_video(md_index *ix, long long id, vid_entry **out)
 }
 
 /* Position of SEQ in E's rows, or the insertion point as -(pos + 1). */
-static int find_seq(const md_index *ix, const vid_entry *e, int seq)
+int md_index_find_seq(const md_index *ix, const vid_entry *e, int seq)
 {
     int lo = 0, hi = e->n - 1;
     while (lo <= hi) {
@@ -498,13 +191,13 @@ md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, floa
 {
     md_status s = MD_ERR_NOT_FOUND;
     pthread_rwlock_rdlock(&ix->lock);
-    const vid_entry *e = find_video(ix, video_id);
+    const vid_entry *e = md_index_find_video(ix, video_id);
     int best = -1;
     for (int i = 0; e && i < e->n; i++)
         if (ix->t0[e->rows[i]] <= t_ms)
             best = e->rows[i];
     if (best >= 0 && t_ms <= ix->t1[best]) {
-        kern()->from_f16(ix->h16 + (size_t)best * ix->dim, emb, ix->dim);
+        md_search_kern()->from_f16(ix->h16 + (size_t)best * ix->dim, emb, ix->dim);
         if (start_ms)
             *start_ms = ix->t0[best];
         if (end_ms)
@@ -518,7 +211,7 @@ md_status md_index_lookup(md_index *ix, long long video_id, long long t_ms, floa
 int md_index_video_segments(md_index *ix, long long video_id)
 {
     pthread_rwlock_rdlock(&ix->lock);
-    vid_entry *e = find_video(ix, video_id);
+    vid_entry *e = md_index_find_video(ix, video_id);
     int n = e ? e->n : 0;
     pthread_rwlock_unlock(&ix->lock);
     return n;
@@ -592,7 +285,7 @@ static md_status add_row(md_index *ix, long long video_id, int seq, long long st
     vid_entry *e;
     if ((s = get_or_add_video(ix, video_id, &e)) != MD_OK)
         goto out;
-    int pos = find_seq(ix, e, seq);
+    int pos = md_index_find_seq(ix, e, seq);
     size_t row;
     if (pos >= 0) {
         row = (size_t)e->rows[pos];
@@ -615,7 +308,7 @@ static md_status add_row(md_index *ix, long long video_id, int seq, long long st
         e->rows[pos] = (int)row;
         e->n++;
     }
-    const kernels *k = kern();
+    const kernels *k = md_search_kern();
     uint16_t *dst = ix->h16 + row * (size_t)ix->dim;
     if (f)
         k->to_f16(f, dst, ix->dim);
@@ -653,7 +346,7 @@ static int cmp_int_desc(const void *a, const void *b)
 void md_index_remove_video(md_index *ix, long long video_id)
 {
     pthread_rwlock_wrlock(&ix->lock);
-    vid_entry *e = find_video(ix, video_id);
+    vid_entry *e = md_index_find_video(ix, video_id);
     if (!e)
         goto out;
     /* Highest rows first: the row moved into each hole then never belongs to
@@ -670,8 +363,8 @@ void md_index_remove_video(md_index *ix, long long video_id)
             ix->seq[r] = ix->seq[last];
             ix->t0[r] = ix->t0[last];
             ix->t1[r] = ix->t1[last];
-            vid_entry *o = find_video(ix, ix->vid[r]);
-            int p = o ? find_seq(ix, o, ix->seq[r]) : -1;
+            vid_entry *o = md_index_find_video(ix, ix->vid[r]);
+            int p = o ? md_index_find_seq(ix, o, ix->seq[r]) : -1;
             if (p >= 0)
                 o->rows[p] = (int)r;
         }
@@ -684,12 +377,6 @@ out:
 }
 
 /* ---- retrieval --------------------------------------------------------- */
-
-typedef struct cand {
-    float s;      /* first-pass score during the scan; exact once re-scored */
-    float approx; /* first-pass score */
-    int row;
-} cand;
 
 static int cmp_cand_desc(const void *a, const void *b)
 {
@@ -729,26 +416,6 @@ static void heap_push(cand *h, int *n, int m, cand c)
         h[s] = t;
         i = s;
     }
-}
-
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
-}
-
-/* Exact scores: the query against a row's halves. */
-typedef struct scorer {
-    const md_index *ix;
-    const kernels *k; /* taken once per query: md_search_set_kernel may change the global */
-    const float *q;
-} scorer;
-
-static float row_score(const scorer *sc, int row)
-{
-    float s;
-    sc->k->scan_f16(sc->q, sc->ix->h16 + (size_t)row * sc->ix->dim, 1, sc->ix->dim, &s);
-    return s;
 }
 
 /* The first pass's work, shared by its threads: rows [0, total), or
@@ -829,8 +496,8 @@ static void *scan_run(void *arg)
  * on up to ix->threads threads, the best M of it re-scored exactly, sorted by
  * exact score into *OUT (the caller's), *N_OUT of them; *SUM, *SUM2 of the
  * first-pass scores of the *CNT rows scanned. Holds no lock itself. */
-static md_status first_pass(md_index *ix, const scorer *sc, const md_search_params *p, int m, cand **out, int *n_out,
-                            double *sum, double *sum2, long long *cnt)
+md_status md_index_first_pass(md_index *ix, const scorer *sc, const md_search_params *p, int m, cand **out,
+                              int *n_out, double *sum, double *sum2, long long *cnt)
 {
     md_status s = MD_OK;
     long long *ids = NULL;
@@ -854,7 +521,7 @@ static md_status first_pass(md_index *ix, const scorer *sc, const md_search_para
         qsort(ids, (size_t)p->n_videos, sizeof *ids, cmp_ll);
         total = 0;
         for (int i = 0; i < p->n_videos; i++) {
-            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : find_video(ix, ids[i]);
+            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : md_index_find_video(ix, ids[i]);
             total += e ? (size_t)e->n : 0;
         }
         if (total && !(list = malloc(total * sizeof *list))) {
@@ -863,7 +530,7 @@ static md_status first_pass(md_index *ix, const scorer *sc, const md_search_para
         }
         total = 0;
         for (int i = 0; i < p->n_videos; i++) {
-            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : find_video(ix, ids[i]);
+            const vid_entry *e = (i && ids[i] == ids[i - 1]) ? NULL : md_index_find_video(ix, ids[i]);
             for (int r = 0; e && r < e->n; r++)
                 list[total++] = e->rows[r];
         }
@@ -928,146 +595,6 @@ out:
     return s;
 }
 
-/* Candidates to re-score and grow: max(256, 4 (offset + k)), at most N. */
-static int candidates(const md_search_params *p, size_t n)
-{
-    long long m = 4LL * ((long long)p->offset + p->k);
-    m = m < MIN_CANDIDATES ? MIN_CANDIDATES : m;
-    return (int)(m > (long long)n ? (long long)n : m);
-}
-
-#define COVERED(c, r) ((c)[(size_t)(r) >> 3] & (1u << ((r) & 7)))
-#define COVER(c, r) ((c)[(size_t)(r) >> 3] |= (uint8_t)(1u << ((r) & 7)))
-
-/* Grows a moment around row PEAK (exact score PS) of entry E (see search.h),
- * scoring the neighbours it visits exactly. Marks rows covered. */
-static md_moment grow_moment(const md_index *ix, const scorer *sc, const vid_entry *e, int peak, float ps,
-                             uint8_t *covered, float mean, float std)
-{
-    int p = find_seq(ix, e, ix->seq[peak]);
-    float thr = mean + (ps - mean) / 2, rise = (ps - mean) / 4, prev_s = ps;
-    int lo = p, hi = p;
-    for (int j = p - 1; j >= 0; j--) {
-        int r = e->rows[j], prev = e->rows[j + 1];
-        if (COVERED(covered, r) || ix->seq[r] != ix->seq[prev] - 1)
-            break;
-        float s = row_score(sc, r);
-        if (s < thr || s > prev_s + rise)
-            break;
-        lo = j;
-        prev_s = s;
-    }
-    prev_s = ps;
-    for (int j = p + 1; j < e->n; j++) {
-        int r = e->rows[j], prev = e->rows[j - 1];
-        if (COVERED(covered, r) || ix->seq[r] != ix->seq[prev] + 1)
-            break;
-        float s = row_score(sc, r);
-        if (s < thr || s > prev_s + rise)
-            break;
-        hi = j;
-        prev_s = s;
-    }
-    for (int j = lo; j <= hi; j++)
-        COVER(covered, e->rows[j]);
-    md_moment m = {.video_id = ix->vid[peak],
-                   .start_ms = ix->t0[e->rows[lo]],
-                   .end_ms = ix->t1[e->rows[hi]],
-                   .first_seq = ix->seq[e->rows[lo]],
-                   .last_seq = ix->seq[e->rows[hi]],
-                   .peak_seq = ix->seq[peak],
-                   .score = ps,
-                   .z = std > 0 ? (ps - mean) / std : 0};
-    return m;
-}
-
-md_status md_index_search(md_index *ix, const float *query, const md_search_params *p, md_search_result *out)
-{
-    md_status s = MD_OK;
-    uint8_t *covered = NULL;
-    cand *cands = NULL;
-    int nc = 0;
-    memset(out, 0, sizeof *out);
-    if (p->k < 0 || p->offset < 0)
-        return MD_ERR_INVALID;
-    const scorer sc = {ix, kern(), query};
-    pthread_rwlock_rdlock(&ix->lock);
-    size_t n = ix->n;
-    if (n == 0)
-        goto out;
-    double sum, sum2;
-    long long cnt;
-    if ((s = first_pass(ix, &sc, p, candidates(p, n), &cands, &nc, &sum, &sum2, &cnt)) != MD_OK)
-        goto out;
-    out->scored = cnt;
-    if (!cnt)
-        goto out;
-    double mean = sum / (double)cnt, var = sum2 / (double)cnt - mean * mean;
-    out->mean = (float)mean;
-    out->std = (float)(var > 0 ? sqrt(var) : 0);
-    out->z_needed = z_needed(cnt);
-
-    covered = calloc((n + 7) / 8, 1);
-    md_moment *all = malloc((size_t)(nc ? nc : 1) * sizeof *all);
-    if (!covered || !all) {
-        free(all);
-        s = MD_ERR_NOMEM;
-        goto out;
-    }
-    int na = 0;
-    for (int i = 0; i < nc; i++) {
-        int row = cands[i].row;
-        if (COVERED(covered, row))
-            continue;
-        const vid_entry *e = find_video(ix, ix->vid[row]);
-        md_moment mo = grow_moment(ix, &sc, e, row, cands[i].s, covered, out->mean, out->std);
-        if (mo.score >= p->min_score)
-            all[na++] = mo;
-    }
-    out->total = na;
-    out->confident = na > 0 && all[0].z >= out->z_needed;
-    int from = p->offset < na ? p->offset : na, to = p->k < na - from ? from + p->k : na;
-    out->n = to - from;
-    memmove(all, all + from, (size_t)out->n * sizeof *all);
-    out->moments = all;
-    int nsegs = 0;
-    for (int i = 0; i < out->n; i++)
-        nsegs += all[i].last_seq - all[i].first_seq + 1;
-    if (!(out->segs = malloc((size_t)(nsegs ? nsegs : 1) * sizeof *out->segs))) {
-        s = MD_ERR_NOMEM;
-        goto out;
-    }
-    nsegs = 0;
-    for (int i = 0; i < out->n; i++) {
-        const vid_entry *e = find_video(ix, all[i].video_id);
-        int p0 = find_seq(ix, e, all[i].first_seq);
-        all[i].seg0 = nsegs;
-        all[i].n_segs = all[i].last_seq - all[i].first_seq + 1;
-        for (int j = 0; j < all[i].n_segs; j++) {
-            int r = e->rows[p0 + j];
-            out->segs[nsegs++] = (md_segment_hit){ix->seq[r], ix->t0[r], ix->t1[r], row_score(&sc, r)};
-        }
-    }
-out:
-    pthread_rwlock_unlock(&ix->lock);
-    if (s != MD_OK)
-        md_search_result_free(out);
-    free(covered);
-    free(cands);
-    return s;
-}
-
-void md_search_result_free(md_search_result *r)
-{
-    if (!r)
-        return;
-    free(r->moments);
-    free(r->segs);
-    r->moments = NULL;
-    r->segs = NULL;
-    r->n = 0;
-}
-
 md_status md_index_top_segments(md_index *ix, const float *query, const md_search_params *p, md_segment_score *out,
                                 int *n_out)
 {
@@ -1077,11 +604,12 @@ md_status md_index_top_segments(md_index *ix, const float *query, const md_searc
     *n_out = 0;
     if (p->k < 0 || p->offset < 0)
         return MD_ERR_INVALID;
-    const scorer sc = {ix, kern(), query};
+    const scorer sc = {ix, md_search_kern(), query};
     pthread_rwlock_rdlock(&ix->lock);
     double sum, sum2;
     long long cnt;
-    if (ix->n && (s = first_pass(ix, &sc, p, candidates(p, ix->n), &cands, &nc, &sum, &sum2, &cnt)) == MD_OK) {
+    if (ix->n &&
+        (s = md_index_first_pass(ix, &sc, p, candidates(p, ix->n), &cands, &nc, &sum, &sum2, &cnt)) == MD_OK) {
         for (int i = p->offset; i < nc && *n_out < p->k && cands[i].s >= p->min_score; i++) {
             int r = cands[i].row;
             out[(*n_out)++] = (md_segment_score){ix->vid[r], ix->seq[r], ix->t0[r], ix->t1[r], cands[i].s,
@@ -1091,184 +619,4 @@ md_status md_index_top_segments(md_index *ix, const float *query, const md_searc
     pthread_rwlock_unlock(&ix->lock);
     free(cands);
     return s;
-}
-
-/* ---- grounding --------------------------------------------------------- */
-
-static int cmp_ll_asc(const void *a, const void *b) { return cmp_ll(a, b); }
-
-typedef struct run {
-    int lo, hi;
-    float rank; /* best smoothed score inside */
-} run;
-
-static int cmp_run_desc(const void *a, const void *b)
-{
-    const run *x = a, *y = b;
-    return (x->rank < y->rank) - (x->rank > y->rank);
-}
-
-md_status md_index_ground(md_index *ix, long long video_id, const float *query, const md_ground_params *p,
-                          md_ground_result *out)
-{
-    md_status s = MD_OK;
-    float *raw = NULL, *sm = NULL;
-    long long *t0 = NULL, *t1 = NULL, *lens = NULL;
-    run *runs = NULL;
-    memset(out, 0, sizeof *out);
-    pthread_rwlock_rdlock(&ix->lock);
-    const vid_entry *e = find_video(ix, video_id);
-    if (!e || e->n == 0) {
-        s = MD_ERR_NOT_FOUND;
-        goto out;
-    }
-    int n = e->n;
-    raw = malloc((size_t)n * sizeof *raw);
-    sm = malloc((size_t)n * sizeof *sm);
-    t0 = malloc((size_t)n * sizeof *t0);
-    t1 = malloc((size_t)n * sizeof *t1);
-    lens = malloc((size_t)n * sizeof *lens);
-    runs = malloc((size_t)n * 2 * sizeof *runs);
-    if (!raw || !sm || !t0 || !t1 || !lens || !runs) {
-        s = MD_ERR_NOMEM;
-        goto out;
-    }
-    const scorer sc = {ix, kern(), query};
-    for (int i = 0; i < n; i++) {
-        int r = e->rows[i];
-        raw[i] = row_score(&sc, r);
-        t0[i] = ix->t0[r];
-        t1[i] = ix->t1[r];
-        lens[i] = t1[i] - t0[i];
-    }
-    qsort(lens, (size_t)n, sizeof *lens, cmp_ll_asc);
-    out->precision_ms = lens[n / 2];
-    out->n_segments = n;
-
-    /* Gaussian smoothing, renormalised at the edges so the ends are not pulled down. */
-    int rad = p->sigma > 0 ? (int)ceilf(3 * p->sigma) : 0;
-    for (int i = 0; i < n; i++) {
-        double acc = 0, wsum = 0;
-        for (int j = i - rad; j <= i + rad; j++) {
-            if (j < 0 || j >= n)
-                continue;
-            double w = rad ? exp(-0.5 * (double)(j - i) * (j - i) / ((double)p->sigma * p->sigma)) : 1;
-            acc += w * raw[j];
-            wsum += w;
-        }
-        sm[i] = (float)(acc / wsum);
-    }
-
-    /* The null distribution: a spread sample of the whole index (this video included). */
-    size_t total = ix->n, step = total > 8192 ? total / 8192 : 1;
-    double nsum = 0, nsum2 = 0;
-    long long ncnt = 0;
-    for (size_t r = 0; r < total; r += step) {
-        double v = row_score(&sc, (int)r);
-        nsum += v;
-        nsum2 += v * v;
-        ncnt++;
-    }
-    double nmean = nsum / (double)ncnt, nvar = nsum2 / (double)ncnt - nmean * nmean;
-    out->null_mean = (float)nmean;
-    out->null_std = (float)(nvar > 0 ? sqrt(nvar) : 0);
-    out->z_needed = z_needed(n);
-
-    /* Runs above two levels between the video's mean and its peak; the nested
-     * candidates are then deduplicated by non-maximum suppression. */
-    double vmean = 0;
-    float peak = sm[0];
-    for (int i = 0; i < n; i++) {
-        vmean += sm[i];
-        if (sm[i] > peak)
-            peak = sm[i];
-    }
-    vmean /= n;
-    out->threshold = (float)(vmean + 0.5 * (peak - vmean));
-    int nr = 0;
-    const double levels[2] = {0.5, 0.25};
-    for (int l = 0; l < 2; l++) {
-        float thr = (float)(vmean + levels[l] * (peak - vmean));
-        for (int i = 0; i < n;) {
-            if (sm[i] < thr || (peak - vmean) <= 0) {
-                i++;
-                continue;
-            }
-            int j = i;
-            float best = sm[i];
-            while (j + 1 < n && sm[j + 1] >= thr) {
-                j++;
-                if (sm[j] > best)
-                    best = sm[j];
-            }
-            runs[nr++] = (run){i, j, best};
-            i = j + 1;
-        }
-    }
-    qsort(runs, (size_t)nr, sizeof *runs, cmp_run_desc);
-    out->moments = malloc((size_t)(nr ? nr : 1) * sizeof *out->moments);
-    if (!out->moments) {
-        s = MD_ERR_NOMEM;
-        goto out;
-    }
-    for (int i = 0; i < nr && out->n < p->top_n; i++) {
-        run *rn = &runs[i];
-        int keep = 1;
-        for (int k = 0; k < out->n && keep; k++) {
-            md_moment *o = &out->moments[k];
-            long long a0 = t0[rn->lo], a1 = t1[rn->hi];
-            long long inter = (a1 < o->end_ms ? a1 : o->end_ms) - (a0 > o->start_ms ? a0 : o->start_ms);
-            long long uni = (a1 > o->end_ms ? a1 : o->end_ms) - (a0 < o->start_ms ? a0 : o->start_ms);
-            if (inter > 0 && uni > 0 && (float)inter / (float)uni > p->nms_iou)
-                keep = 0;
-            if (inter > 0 && rn->lo >= o->first_seq && rn->hi <= o->last_seq)
-                keep = 0; /* nested inside a better one */
-        }
-        if (!keep)
-            continue;
-        int pk = rn->lo;
-        for (int k = rn->lo; k <= rn->hi; k++)
-            if (raw[k] > raw[pk])
-                pk = k;
-        out->moments[out->n++] = (md_moment){.video_id = video_id,
-                                             .start_ms = t0[rn->lo],
-                                             .end_ms = t1[rn->hi],
-                                             .first_seq = ix->seq[e->rows[rn->lo]],
-                                             .last_seq = ix->seq[e->rows[rn->hi]],
-                                             .peak_seq = ix->seq[e->rows[pk]],
-                                             .score = raw[pk],
-                                             .z = out->null_std > 0 ? (raw[pk] - out->null_mean) / out->null_std : 0};
-    }
-    out->confident = out->n > 0 && out->moments[0].z >= out->z_needed;
-    if (p->with_curve) {
-        out->raw = raw;
-        out->smooth = sm;
-        out->start_ms = t0;
-        out->end_ms = t1;
-        raw = sm = NULL;
-        t0 = t1 = NULL;
-    }
-out:
-    pthread_rwlock_unlock(&ix->lock);
-    if (s != MD_OK)
-        md_ground_result_free(out);
-    free(raw);
-    free(sm);
-    free(t0);
-    free(t1);
-    free(lens);
-    free(runs);
-    return s;
-}
-
-void md_ground_result_free(md_ground_result *r)
-{
-    if (!r)
-        return;
-    free(r->moments);
-    free(r->raw);
-    free(r->smooth);
-    free(r->start_ms);
-    free(r->end_ms);
-    memset(r, 0, sizeof *r);
 }

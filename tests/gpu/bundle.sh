@@ -25,7 +25,7 @@ test -x "$NVCC" || { echo "bundle.sh: nvcc not found: the bundle must carry the 
 CUDA_HOME=${NVCC%/bin/nvcc}
 CFLAGS="-O2 -g -std=c11 -Wall -Wextra -Werror -pthread -DMD_HAVE_CUDA -DMD_GPU_NO_DECODER $(pkg-config --cflags libcjson sqlite3 openblas)"
 OBJS="build/base/status.o build/base/log.o build/base/half.o build/base/image.o build/engine/backend_cpu.o build/engine/safetensors.o build/engine/sha256.o
-      build/engine/tokenizer.o build/engine/clip.o build/engine/demo_model.o build/engine/mamba.o build/engine/temporal.o $(ls build/cuda/*.o)"
+      build/engine/tokenizer.o build/engine/tokenizer_load.o build/engine/clip.o build/engine/clip_load.o build/engine/demo_model.o build/engine/mamba.o build/engine/temporal.o $(ls build/cuda/*.o)"
 LIBS="$(pkg-config --libs libcjson sqlite3 openblas) -lm -pthread -L$CUDA_HOME/lib64 -lcudart_static -ldl -lrt -lstdc++"
 mkdir -p "$STAGE/bin" "$STAGE/lib" "$STAGE/media"
 # shellcheck disable=SC2086
