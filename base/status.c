@@ -38,7 +38,7 @@ md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...)
     return st;
 }
 
-md_status md_fail(md_error *e, md_status st, const char *fmt, ...)
+md_status md_fail(md_errbuf *e, md_status st, const char *fmt, ...)
 {
     if (e) {
         va_list ap;

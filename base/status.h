@@ -38,11 +38,11 @@ md_status md_errf(char *err, size_t errlen, md_status st, const char *fmt, ...) 
 
 /* A message buffer for the engine's public functions (momentd.h), which take one to explain a
  * failure to their caller. */
-typedef struct md_error {
+typedef struct md_errbuf {
     char msg[1024];
-} md_error;
+} md_errbuf;
 
 /* Sets E->msg (if E is not NULL) and returns ST, for "return md_fail(e, st, ...)". */
-md_status md_fail(md_error *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+md_status md_fail(md_errbuf *e, md_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -163,7 +163,7 @@ static md_status walk_dir(walk *w, const char *dir, int depth)
     return s;
 }
 
-md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_error *e)
+md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_errbuf *e)
 {
     md_status s = MD_OK;
     walk w = {.lib = lib};
@@ -232,7 +232,7 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
             continue;
         }
         pthread_mutex_lock(&lib->db_mu);
-        md_error ie;
+        md_errbuf ie;
         md_status is = md_store_video_find_sha(lib->db, sha, &id);
         if (is != MD_OK) {
             md_store_fail(&ie, is, lib->db);

@@ -12,7 +12,7 @@
 
 static md_engine_info g_info; /* written once by md_engine_init, before other threads exist */
 
-md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_error *e)
+md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_errbuf *e)
 {
     const md_backend_i *be = NULL;
     char err[512];

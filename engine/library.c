@@ -6,6 +6,7 @@
  * Files under data_dir:
  *   momentd.db        the store (store_sqlite.c; schema/NNN-*.sql)
  *   momentd.lock      held (flock) by the one momentd using this directory; has its PID
+ *                     (md_data_dir_lock)
  *   videos/<sha256>   uploaded videos, content-addressed: the same bytes are stored once
  *   tmp/              uploads in progress; emptied at start-up (a crash leaves partial files)
  *
@@ -59,7 +60,7 @@ void md_library_wake(md_library *lib)
     pthread_mutex_unlock(&lib->q_mu);
 }
 
-static md_status mkdir_p(const char *path, md_error *e)
+static md_status mkdir_p(const char *path, md_errbuf *e)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
@@ -80,34 +81,55 @@ static md_status mkdir_p(const char *path, md_error *e)
     return MD_OK;
 }
 
+struct md_dir_lock {
+    int fd;
+};
+
 /* One momentd per data directory: two would share the database but not the in-memory index,
  * and each would delete the other's partial uploads. flock() is released by the kernel on any
  * exit, kill -9 included, so a crash never leaves a stale lock behind; the PID in the file is
  * only there to be named in the message. */
-static md_status lock_data_dir(md_library *lib, md_error *e)
+md_status md_data_dir_lock(const char *data_dir, md_dir_lock **out, md_errbuf *e)
 {
     char path[PATH_MAX + 16], pid[32] = "";
-    snprintf(path, sizeof path, "%s/momentd.lock", lib->data_dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return md_fail(e, MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    md_status s;
+    *out = NULL;
+    if ((s = mkdir_p(data_dir, e)) != MD_OK)
+        return s;
+    md_dir_lock *l = malloc(sizeof *l);
+    if (!l)
+        return md_fail(e, MD_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/momentd.lock", data_dir);
+    if ((l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0) {
+        s = md_fail(e, MD_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+        free(l);
+        return s;
+    }
+    if (flock(l->fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
-        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        ssize_t n = pread(l->fd, pid, sizeof pid - 1, 0);
         pid[n > 0 ? n : 0] = 0;
         pid[strcspn(pid, "\r\n")] = 0;
-        close(fd);
+        md_data_dir_unlock(l);
         if (err == EWOULDBLOCK)
             return md_fail(e, MD_ERR_CONFLICT,
                            "data directory %s is in use by another momentd (pid %s); stop it or choose another data_dir",
-                           lib->data_dir, pid[0] ? pid : "unknown");
+                           data_dir, pid[0] ? pid : "unknown");
         return md_fail(e, MD_ERR_IO, "cannot lock %s: %s", path, strerror(err));
     }
     int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+    if (ftruncate(l->fd, 0) != 0 || pwrite(l->fd, pid, (size_t)len, 0) != len)
         md_warn("library: cannot write the PID to %s: %s", path, strerror(errno));
-    lib->lock_fd = fd;
+    *out = l;
     return MD_OK;
+}
+
+void md_data_dir_unlock(md_dir_lock *l)
+{
+    if (!l)
+        return;
+    close(l->fd); /* releases the flock */
+    free(l);
 }
 
 static void clean_tmp(md_library *lib)
@@ -136,7 +158,7 @@ static void log_recovered(void *ctx, long long job_id, int resumed)
     md_info("library: job %lld was interrupted by a crash: %s", job_id, resumed ? "resuming" : "failed (too many tries)");
 }
 
-md_status md_library_open(const md_library_params *p, md_library **out, md_error *e)
+md_status md_library_open(const md_library_params *p, md_library **out, md_errbuf *e)
 {
     md_status s = MD_OK;
     char err[1024];
@@ -147,7 +169,6 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_error
     if (!lib)
         return md_fail(e, MD_ERR_NOMEM, "out of memory");
     lib->p = *p;
-    lib->lock_fd = -1;
     pthread_mutex_init(&lib->db_mu, NULL);
     pthread_mutex_init(&lib->q_mu, NULL);
     pthread_cond_init(&lib->q_cv, NULL);
@@ -167,8 +188,9 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_error
     snprintf(lib->videos_dir, sizeof lib->videos_dir, "%s/videos", lib->data_dir);
     snprintf(lib->tmp_dir, sizeof lib->tmp_dir, "%s/tmp", lib->data_dir);
     snprintf(lib->db_path, sizeof lib->db_path, "%s/momentd.db", lib->data_dir);
-    if ((s = mkdir_p(lib->data_dir, e)) != MD_OK || (s = lock_data_dir(lib, e)) != MD_OK ||
-        (s = mkdir_p(lib->videos_dir, e)) != MD_OK || (s = mkdir_p(lib->tmp_dir, e)) != MD_OK)
+    if (!p->lock && (s = md_data_dir_lock(lib->data_dir, &lib->own_lock, e)) != MD_OK)
+        goto out;
+    if ((s = mkdir_p(lib->videos_dir, e)) != MD_OK || (s = mkdir_p(lib->tmp_dir, e)) != MD_OK)
         goto out;
     clean_tmp(lib);
     if ((s = md_store_open(lib->db_path, &lib->db, err, sizeof err)) != MD_OK) {
@@ -188,7 +210,7 @@ out:
     return s;
 }
 
-md_status md_library_start(md_library *lib, md_error *e)
+md_status md_library_start(md_library *lib, md_errbuf *e)
 {
     lib->threads = calloc((size_t)lib->p.workers, sizeof *lib->threads);
     if (!lib->threads)
@@ -214,8 +236,7 @@ void md_library_close(md_library *lib)
     free(lib->threads);
     md_model_close(lib);
     md_store_close(lib->db);
-    if (lib->lock_fd >= 0)
-        close(lib->lock_fd); /* releases the flock */
+    md_data_dir_unlock(lib->own_lock);
     for (int i = 0; lib->roots && i < lib->p.n_allowed_roots; i++)
         free(lib->roots[i]);
     free(lib->roots);

@@ -27,7 +27,7 @@ struct md_library {
     char *data_dir;
     char **roots;
     char videos_dir[PATH_MAX], tmp_dir[PATH_MAX], db_path[PATH_MAX + 16];
-    int lock_fd; /* flock on data_dir/momentd.lock, held until close; -1 when none */
+    md_dir_lock *own_lock; /* the data directory's lock when open took it (p.lock was NULL) */
 
     md_store *db; /* request side, under db_mu */
     pthread_mutex_t db_mu;
@@ -61,14 +61,14 @@ void *md_worker_main(void *arg);
 cJSON *md_video_json(const md_video_rec *v);
 cJSON *md_job_json(const md_job_rec *j);
 /* {"video": ..., "job": ...|null} for video ID and its latest job. Caller holds db_mu. */
-md_status md_video_and_job_locked(md_library *lib, long long id, cJSON **out, md_error *e);
+md_status md_video_and_job_locked(md_library *lib, long long id, cJSON **out, md_errbuf *e);
 /* "database error while ...": ST with the store's message. */
-md_status md_store_fail(md_error *e, md_status st, md_store *s);
+md_status md_store_fail(md_errbuf *e, md_status st, md_store *s);
 
 /* model.c: loads the configured model (or writes and loads the demo model), records its
  * provenance in the store and loads its segments into the index. Called by md_library_open
  * before the workers start. */
-md_status md_model_open(md_library *lib, md_error *e);
+md_status md_model_open(md_library *lib, md_errbuf *e);
 void md_model_close(md_library *lib);
 
 #endif

@@ -22,7 +22,7 @@ _Static_assert(MD_SEGMENT_FRAMES_MIN >= 1 && MD_SEGMENT_FRAMES_MAX <= MD_WINDOW_
 
 /* "The query is empty" for text that is only white space: CLIP would encode the start and end
  * tokens alone, which matches nothing in particular. */
-static md_status check_text(const char *text, md_error *e)
+static md_status check_text(const char *text, md_errbuf *e)
 {
     const char *p = text;
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
@@ -35,7 +35,7 @@ static md_status check_text(const char *text, md_error *e)
     return MD_OK;
 }
 
-md_status md_search_query_check(const md_search_query *q, md_error *e)
+md_status md_search_query_check(const md_search_query *q, md_errbuf *e)
 {
     if (q->k < MD_SEARCH_K_MIN || q->k > MD_SEARCH_K_MAX)
         return md_fail(e, MD_ERR_INVALID, "'k' must be %d..%d", MD_SEARCH_K_MIN, MD_SEARCH_K_MAX);
@@ -64,7 +64,7 @@ md_status md_search_query_check(const md_search_query *q, md_error *e)
     return q->text ? check_text(q->text, e) : MD_OK;
 }
 
-md_status md_ground_check(const char *text, int top_n, md_error *e)
+md_status md_ground_check(const char *text, int top_n, md_errbuf *e)
 {
     if (top_n < MD_GROUND_TOP_N_MIN || top_n > MD_GROUND_TOP_N_MAX)
         return md_fail(e, MD_ERR_INVALID, "'top_n' must be %d..%d", MD_GROUND_TOP_N_MIN, MD_GROUND_TOP_N_MAX);
@@ -73,7 +73,7 @@ md_status md_ground_check(const char *text, int top_n, md_error *e)
     return check_text(text, e);
 }
 
-md_status md_library_params_check(const md_library_params *p, md_error *e)
+md_status md_library_params_check(const md_library_params *p, md_errbuf *e)
 {
     /* A bug in the constants above, not a bad setting (see the static asserts). */
     if (!(MD_SAMPLE_FPS_MIN > 0 && MD_SAMPLE_FPS_MIN <= MD_SAMPLE_FPS_MAX && MD_SAMPLE_FPS_MAX <= MD_VIDEO_FPS_MAX))

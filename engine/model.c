@@ -59,7 +59,7 @@ static void read_preprocessor(md_library *lib, const char *dir)
     cJSON_Delete(j);
 }
 
-static md_status register_model(md_library *lib, md_error *e)
+static md_status register_model(md_library *lib, md_errbuf *e)
 {
     char sig[512], psha[65];
     preprocess_signature(lib, sig, sizeof sig);
@@ -97,7 +97,7 @@ static md_status add_segment(void *ctx, long long video_id, int seq, long long s
 }
 
 /* Loads every stored segment of the current model into the index. */
-static md_status load_segments(md_library *lib, md_error *e)
+static md_status load_segments(md_library *lib, md_errbuf *e)
 {
     long long bad = 0;
     md_status s = md_store_segments_load(lib->db, lib->model_id, md_clip_dim(lib->clip), add_segment, lib, &bad);
@@ -114,7 +114,7 @@ static md_status load_segments(md_library *lib, md_error *e)
  * new job, so that every video becomes searchable in the current embedding
  * space. Segments of other models stay stored (switching back costs nothing)
  * but are never loaded or mixed in. */
-static md_status queue_reindex(md_library *lib, md_error *e)
+static md_status queue_reindex(md_library *lib, md_errbuf *e)
 {
     int n = 0;
     md_status s = md_store_jobs_queue_reindex(lib->db, lib->model_id, &n);
@@ -128,7 +128,7 @@ static md_status queue_reindex(md_library *lib, md_error *e)
 /* The temporal encoder: the configured file, else MODEL_DIR/temporal.safetensors,
  * else a fresh untrained (identity) encoder written once to
  * DATA_DIR/temporal/<first 16 digits of the CLIP weights hash>.safetensors. */
-static md_status open_temporal(md_library *lib, md_error *e)
+static md_status open_temporal(md_library *lib, md_errbuf *e)
 {
     char err[1024];
     md_status s;
@@ -173,7 +173,7 @@ static md_status open_temporal(md_library *lib, md_error *e)
     return MD_OK;
 }
 
-md_status md_model_open(md_library *lib, md_error *e)
+md_status md_model_open(md_library *lib, md_errbuf *e)
 {
     char err[1024];
     md_status s;

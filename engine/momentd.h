@@ -8,7 +8,7 @@
  *
  *   md_library_params p = md_library_default_params();
  *   p.data_dir = "./data";
- *   md_library *lib; md_error e;
+ *   md_library *lib; md_errbuf e;
  *   if (md_library_open(&p, &lib, &e) != MD_OK) { fprintf(stderr, "%s\n", e.msg); exit(1); }
  *   md_library_start(lib);                        // worker threads start taking jobs
  *   md_upload *u; md_upload_begin(lib, "clip.mp4", &u, &e);
@@ -22,7 +22,7 @@
  * at a time and md_library_close() is called once, after all other calls ended.
  * Functions that return cJSON hand ownership to the caller (cJSON_Delete).
  * On failure functions return a status and write a human-readable message to
- * the md_error they are given (which may be NULL).
+ * the md_errbuf they are given (which may be NULL).
  */
 #ifndef MD_MOMENTD_H
 #define MD_MOMENTD_H
@@ -54,15 +54,26 @@ typedef struct md_engine_info {
 
 /* MD_ERR_UNAVAILABLE (naming the setting 'device') when "cuda" is asked for and no GPU can be
  * used. INFO may be NULL. */
-md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_error *e);
+md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_errbuf *e);
 /* The same facts later (for /v1/health); zeroed before md_engine_init. */
 void md_engine_get_info(md_engine_info *info);
 
 typedef struct md_library md_library;
 typedef struct md_upload md_upload;
+typedef struct md_dir_lock md_dir_lock;
+
+/* One momentd per data directory: takes DATA_DIR/momentd.lock (creating the directory if
+ * needed) and writes this process's PID into it. MD_ERR_CONFLICT, with a message naming the
+ * directory and the PID that holds it, when another process has it. The kernel releases the
+ * lock on any exit, kill -9 included. Call it before anything else touches DATA_DIR (the daemon
+ * does, before it listens); md_library_open takes the lock itself when not given one. */
+md_status md_data_dir_lock(const char *data_dir, md_dir_lock **out, md_errbuf *e);
+/* Releases the lock. NULL is a no-op. */
+void md_data_dir_unlock(md_dir_lock *l);
 
 typedef struct md_library_params {
     const char *data_dir;             /* database, uploads (videos/), temporary files (tmp/) */
+    md_dir_lock *lock;                /* DATA_DIR's lock, held by the caller; NULL: taken and released here */
     int workers;                      /* indexing threads, >= 1 */
     long long max_upload;             /* bytes */
     const char *const *allowed_roots; /* canonical absolute directories for md_library_index_paths */
@@ -83,13 +94,14 @@ typedef struct md_library_params {
 
 md_library_params md_library_default_params(void);
 
-/* Creates DATA_DIR if needed, opens and migrates the database, removes
+/* Creates DATA_DIR if needed, takes its lock (unless P->lock holds it: MD_ERR_CONFLICT when
+ * another momentd uses it), opens and migrates the database, removes
  * temporary files left by a crash and puts jobs that were running when the
  * process died back in the queue (or fails them after job_retries attempts).
  * Does not start workers. */
-md_status md_library_open(const md_library_params *p, md_library **out, md_error *e);
+md_status md_library_open(const md_library_params *p, md_library **out, md_errbuf *e);
 /* Starts the worker threads. */
-md_status md_library_start(md_library *lib, md_error *e);
+md_status md_library_start(md_library *lib, md_errbuf *e);
 /* Stops taking jobs, lets running jobs checkpoint (they go back to 'queued'
  * with their progress), joins the workers and closes the database. NULL is a no-op. */
 void md_library_close(md_library *lib);
@@ -98,28 +110,28 @@ void md_library_close(md_library *lib);
  * moves the file to its content address. md_upload_write returns
  * MD_ERR_TOO_LARGE past max_upload and MD_ERR_NO_SPACE on a full disk; after
  * any error call md_upload_abort, which removes the temporary file and frees U. */
-md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md_error *e);
-md_status md_upload_write(md_upload *u, const void *data, size_t len, md_error *e);
+md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md_errbuf *e);
+md_status md_upload_write(md_upload *u, const void *data, size_t len, md_errbuf *e);
 /* Frees U in every case. *CREATED is 1 for a new video (a job was queued) and 0
  * when the same bytes were already known; *OUT is {"video": {...}, "job": {...}}. */
-md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_error *e);
+md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_errbuf *e);
 void md_upload_abort(md_upload *u);
 long long md_upload_size(const md_upload *u);
 
 /* Videos. List: {"videos": [...], "total": N, "limit": L, "offset": O, "next_offset": N|null}. */
-md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_error *e);
-md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_error *e);
+md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_errbuf *e);
+md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_errbuf *e);
 /* Removes the video's rows (jobs and segments cascade) and, for uploads, its
  * stored file. A running job of that video notices and stops. */
-md_status md_library_delete_video(md_library *lib, long long id, md_error *e);
+md_status md_library_delete_video(md_library *lib, long long id, md_errbuf *e);
 
 /* Indexes files already on the server. Each path must resolve (symlinks and
  * ".." included) inside an allowed root, else MD_ERR_FORBIDDEN and nothing is
  * queued. Directories are walked recursively for video files. *OUT is
  * {"queued": [...], "skipped": [...], "errors": [...]}. */
-md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_error *e);
+md_status md_library_index_paths(md_library *lib, const char *const *paths, int n, cJSON **out, md_errbuf *e);
 
-md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_error *e);
+md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_errbuf *e);
 
 /* Search. Exactly one of TEXT, IMAGE_PATH, or VIDEO_ID (> 0) with T_S gives the query:
  * text, query by example with a picture (any image or video file FFmpeg reads: its first
@@ -178,25 +190,25 @@ typedef struct md_search_query {
  * md_search_query_check: k, offset, min_score (finite), t (finite), the filter (at most
  * MD_SEARCH_MAX_VIDEOS ids, each 1..MD_ID_MAX), video_id >= 0, exactly one of text, image_path
  * or video_id, and a text that is not blank and at most MD_MAX_QUERY_BYTES long. */
-md_status md_search_query_check(const md_search_query *q, md_error *e);
+md_status md_search_query_check(const md_search_query *q, md_errbuf *e);
 /* top_n, then TEXT as above (NULL: "give the query text"). */
-md_status md_ground_check(const char *text, int top_n, md_error *e);
+md_status md_ground_check(const char *text, int top_n, md_errbuf *e);
 /* A whole md_library_params: data_dir, workers, max_upload, job_retries, debug_job_delay_ms,
  * sample_fps, keyframes_only, mean/std, segment_frames, window_frames (a multiple of
  * segment_frames), the allowed roots. */
-md_status md_library_params_check(const md_library_params *p, md_error *e);
+md_status md_library_params_check(const md_library_params *p, md_errbuf *e);
 
 /* *OUT: {"query", "model", "took_ms", "took_ms_encode", "segments_scored", "confident",
  * "message", "total", "moments": [{"video_id", "video_name", "start", "end", "score", "z",
  * "segments": [{"seq", "start", "end", "score"}]}]}. MD_ERR_INVALID for an empty or over-long
  * query, MD_ERR_NOT_FOUND for an unknown video, MD_ERR_UNAVAILABLE without a model. */
-md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_error *e);
+md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_errbuf *e);
 
 /* Grounding: where in VIDEO_ID does TEXT happen. *OUT: {"video_id", "query", "model",
  * "took_ms", "precision_s", "confident", "message", "moments": [{"start", "end", "score", "z"}],
  * "curve": [...] when WITH_CURVE}. */
 md_status md_library_ground(md_library *lib, long long video_id, const char *text, int top_n, int with_curve,
-                            cJSON **out, md_error *e);
+                            cJSON **out, md_errbuf *e);
 
 /* {"status", "name", "dir", "demo", "meaningful", "description", "dim", "segments", ...} for /v1/health. */
 cJSON *md_library_model_json(md_library *lib);
@@ -207,6 +219,6 @@ typedef struct md_library_stats {
     long long bytes_stored; /* uploaded files kept in data_dir */
     long long bytes_indexed_paths; /* archive files indexed in place */
 } md_library_stats;
-md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_error *e);
+md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_errbuf *e);
 
 #endif

@@ -80,7 +80,7 @@ static int video_exists(md_library *lib, long long id)
 
 /* Embeds the query of Q (checked by md_search_query_check) into EMB (dim floats). Fills QJ with
  * what the query was. */
-static md_status embed_query(md_library *lib, const md_search_query *q, float *emb, cJSON *qj, md_error *e)
+static md_status embed_query(md_library *lib, const md_search_query *q, float *emb, cJSON *qj, md_errbuf *e)
 {
     char err[512] = "";
     md_status s;
@@ -139,7 +139,7 @@ static void add_names(md_library *lib, cJSON *moments)
     free(v);
 }
 
-md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_error *e)
+md_status md_library_search(md_library *lib, const md_search_query *q, cJSON **out, md_errbuf *e)
 {
     md_status s;
     cJSON *res = NULL;
@@ -215,7 +215,7 @@ out:
 }
 
 md_status md_library_ground(md_library *lib, long long video_id, const char *text, int top_n, int with_curve,
-                            cJSON **out, md_error *e)
+                            cJSON **out, md_errbuf *e)
 {
     md_status s;
     cJSON *res = NULL;

@@ -41,7 +41,7 @@ static void clean_name(const char *in, char *out, size_t outlen)
         snprintf(out, outlen, "upload");
 }
 
-md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md_error *e)
+md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md_errbuf *e)
 {
     md_upload *u = calloc(1, sizeof *u);
     *out = NULL;
@@ -64,7 +64,7 @@ md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md
 
 long long md_upload_size(const md_upload *u) { return u->size; }
 
-md_status md_upload_write(md_upload *u, const void *data, size_t len, md_error *e)
+md_status md_upload_write(md_upload *u, const void *data, size_t len, md_errbuf *e)
 {
     if (u->size + (long long)len > u->lib->p.max_upload)
         return md_fail(e, MD_ERR_TOO_LARGE, "upload is larger than the limit of %lld bytes (setting max_upload)",
@@ -98,7 +98,7 @@ void md_upload_abort(md_upload *u)
     free(u);
 }
 
-md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_error *e)
+md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_errbuf *e)
 {
     md_library *lib = u->lib;
     md_status s = MD_OK;

@@ -15,7 +15,7 @@
 
 #include "library_internal.h"
 
-md_status md_store_fail(md_error *e, md_status st, md_store *s) { return md_fail(e, st, "%s", md_store_error(s)); }
+md_status md_store_fail(md_errbuf *e, md_status st, md_store *s) { return md_fail(e, st, "%s", md_store_error(s)); }
 
 /* ---- JSON views ---------------------------------------------------------------------------- */
 
@@ -148,7 +148,7 @@ cJSON *md_job_json(const md_job_rec *j)
     return o;
 }
 
-md_status md_video_and_job_locked(md_library *lib, long long id, cJSON **out, md_error *e)
+md_status md_video_and_job_locked(md_library *lib, long long id, cJSON **out, md_errbuf *e)
 {
     md_video_rec *v = malloc(sizeof *v);
     md_job_rec j;
@@ -183,7 +183,7 @@ out:
 
 /* ---- list, get, delete, statistics ---------------------------------------------------------- */
 
-md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_error *e)
+md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_errbuf *e)
 {
     md_video_rec *recs = NULL;
     int n = 0;
@@ -211,7 +211,7 @@ md_status md_library_list_videos(md_library *lib, long long limit, long long off
     return MD_OK;
 }
 
-md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_error *e)
+md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_errbuf *e)
 {
     md_video_rec *v = malloc(sizeof *v);
     *out = NULL;
@@ -228,7 +228,7 @@ md_status md_library_get_video(md_library *lib, long long id, cJSON **out, md_er
     return s;
 }
 
-md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_error *e)
+md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_errbuf *e)
 {
     md_job_rec j;
     *out = NULL;
@@ -242,7 +242,7 @@ md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_erro
     return s;
 }
 
-md_status md_library_delete_video(md_library *lib, long long id, md_error *e)
+md_status md_library_delete_video(md_library *lib, long long id, md_errbuf *e)
 {
     char path[MD_STORE_PATH_MAX] = "";
     md_video_source src = MD_SOURCE_PATH;
@@ -261,7 +261,7 @@ md_status md_library_delete_video(md_library *lib, long long id, md_error *e)
     return s;
 }
 
-md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_error *e)
+md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_errbuf *e)
 {
     md_store_stats st;
     memset(out, 0, sizeof *out);

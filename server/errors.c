@@ -1,5 +1,7 @@
 /* errors.c - the one place where an md_status becomes an HTTP status and an
- * error code in {"error":{"code":"...","message":"..."}}. */
+ * error code for {"error":{"code":"...","message":"..."}}. Pure mappings: the
+ * reply itself is built by http.c (md_reply_status, md_reply_error), which
+ * calls these, so the dependency points one way. */
 #include "server.h"
 
 unsigned int md_http_status(md_status st)
@@ -32,9 +34,4 @@ const char *md_http_code(md_status st)
     case MD_ERR_NO_SPACE: return "insufficient_storage";
     default: return md_status_str(st);
     }
-}
-
-void md_reply_status(md_req *r, md_status st, const char *msg)
-{
-    md_reply_error(r, md_http_status(st), md_http_code(st), msg);
 }

@@ -21,7 +21,7 @@ const char *md_query_str(md_req *r, const char *name)
 }
 
 static md_status opt_ll(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                        md_error *e);
+                        md_errbuf *e);
 
 static md_status reply_json(md_req *r, unsigned int code, cJSON *json)
 {
@@ -32,7 +32,7 @@ static md_status reply_json(md_req *r, unsigned int code, cJSON *json)
 
 /* ---- handlers --------------------------------------------------------- */
 
-static md_status h_health(md_req *r, md_error *e)
+static md_status h_health(md_req *r, md_errbuf *e)
 {
     (void)e;
     md_server *srv = r->srv;
@@ -55,7 +55,7 @@ static md_status h_health(md_req *r, md_error *e)
     return reply_json(r, state == 1 ? 200 : 503, o);
 }
 
-static md_status h_openapi(md_req *r, md_error *e)
+static md_status h_openapi(md_req *r, md_errbuf *e)
 {
     (void)e;
     r->code = 200;
@@ -65,7 +65,7 @@ static md_status h_openapi(md_req *r, md_error *e)
     return MD_OK;
 }
 
-static md_status h_metrics(md_req *r, md_error *e)
+static md_status h_metrics(md_req *r, md_errbuf *e)
 {
     md_library_stats s;
     md_status st = md_library_stats_get(r->srv->lib, &s, e);
@@ -102,7 +102,7 @@ static md_status h_metrics(md_req *r, md_error *e)
     return MD_OK;
 }
 
-static md_status h_upload(md_req *r, md_error *e)
+static md_status h_upload(md_req *r, md_errbuf *e)
 {
     cJSON *res = NULL;
     int created = 0;
@@ -115,7 +115,7 @@ static md_status h_upload(md_req *r, md_error *e)
     return reply_json(r, created ? 202 : 200, res);
 }
 
-static md_status h_list_videos(md_req *r, md_error *e)
+static md_status h_list_videos(md_req *r, md_errbuf *e)
 {
     long long limit, offset;
     md_status st;
@@ -128,14 +128,14 @@ static md_status h_list_videos(md_req *r, md_error *e)
     return reply_json(r, 200, res);
 }
 
-static md_status h_get_video(md_req *r, md_error *e)
+static md_status h_get_video(md_req *r, md_errbuf *e)
 {
     cJSON *res;
     md_status st = md_library_get_video(r->srv->lib, r->params[0], &res, e);
     return st != MD_OK ? st : reply_json(r, 200, res);
 }
 
-static md_status h_delete_video(md_req *r, md_error *e)
+static md_status h_delete_video(md_req *r, md_errbuf *e)
 {
     md_status st = md_library_delete_video(r->srv->lib, r->params[0], e);
     if (st != MD_OK)
@@ -145,14 +145,14 @@ static md_status h_delete_video(md_req *r, md_error *e)
     return reply_json(r, 200, o);
 }
 
-static md_status h_get_job(md_req *r, md_error *e)
+static md_status h_get_job(md_req *r, md_errbuf *e)
 {
     cJSON *res;
     md_status st = md_library_get_job(r->srv->lib, r->params[0], &res, e);
     return st != MD_OK ? st : reply_json(r, 200, res);
 }
 
-static md_status h_index(md_req *r, md_error *e)
+static md_status h_index(md_req *r, md_errbuf *e)
 {
     cJSON *paths = cJSON_GetObjectItemCaseSensitive(r->body_json, "paths");
     if (!cJSON_IsObject(r->body_json) || !cJSON_IsArray(paths))
@@ -208,7 +208,7 @@ static int opt_find(md_req *r, const char *name, const cJSON **json, const char 
 /* Option NAME as a number: a JSON number is taken as it is (never printed and parsed back), a
  * JSON value of another type is an error; text is parsed. *GIVEN says whether it was there.
  * Ranges are the caller's: NaN and infinities come through, to fail its range check. */
-static md_status opt_number(md_req *r, const char *name, int *given, double *out, md_error *e)
+static md_status opt_number(md_req *r, const char *name, int *given, double *out, md_errbuf *e)
 {
     const cJSON *j;
     const char *v;
@@ -232,7 +232,7 @@ static md_status opt_number(md_req *r, const char *name, int *given, double *out
  * option feeds lies inside int (asserted below), so the engine's check still rejects them, by name. */
 _Static_assert(MD_SEARCH_K_MAX < INT_MAX && MD_SEARCH_OFFSET_MAX < INT_MAX && MD_GROUND_TOP_N_MAX < INT_MAX,
                "request limits must lie inside int");
-static md_status opt_int(md_req *r, const char *name, int def, int *out, md_error *e)
+static md_status opt_int(md_req *r, const char *name, int def, int *out, md_errbuf *e)
 {
     double x = 0;
     int given;
@@ -252,7 +252,7 @@ static md_status opt_int(md_req *r, const char *name, int def, int *out, md_erro
 /* Option NAME as a whole number in [MIN, MAX], DEF when absent: for the options whose range is
  * the handler's own (list paging, ids). */
 static md_status opt_ll(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
-                        md_error *e)
+                        md_errbuf *e)
 {
     double x = 0;
     int given;
@@ -272,7 +272,7 @@ static md_status opt_ll(md_req *r, const char *name, long long def, long long mi
 }
 
 /* Option NAME as a number, DEF when absent; the range is the engine's check. */
-static md_status opt_num(md_req *r, const char *name, double def, double *out, md_error *e)
+static md_status opt_num(md_req *r, const char *name, double def, double *out, md_errbuf *e)
 {
     int given;
     md_status st = opt_number(r, name, &given, out, e);
@@ -282,7 +282,7 @@ static md_status opt_num(md_req *r, const char *name, double def, double *out, m
 }
 
 /* Option NAME as 0 or 1: a JSON boolean, or the number 0 or 1; DEF when absent. */
-static md_status opt_bool(md_req *r, const char *name, int def, int *out, md_error *e)
+static md_status opt_bool(md_req *r, const char *name, int def, int *out, md_errbuf *e)
 {
     const cJSON *j;
     const char *v;
@@ -297,7 +297,7 @@ static md_status opt_bool(md_req *r, const char *name, int def, int *out, md_err
 }
 
 /* Option NAME as text, NULL when absent; a JSON value that is not a string is an error. */
-static md_status opt_str(md_req *r, const char *name, const char **out, md_error *e)
+static md_status opt_str(md_req *r, const char *name, const char **out, md_errbuf *e)
 {
     const cJSON *j;
     opt_find(r, name, &j, out);
@@ -312,7 +312,7 @@ static md_status opt_str(md_req *r, const char *name, const char **out, md_error
 /* video_ids: a JSON array of ids, or a comma-separated list in text. IDS holds
  * MD_SEARCH_MAX_VIDEOS + 1: parsing stops one past the limit, and md_search_query_check names
  * the excess. */
-static md_status opt_ids(md_req *r, long long *ids, int *n, md_error *e)
+static md_status opt_ids(md_req *r, long long *ids, int *n, md_errbuf *e)
 {
     const cJSON *j;
     const char *v;
@@ -346,7 +346,7 @@ static md_status opt_ids(md_req *r, long long *ids, int *n, md_error *e)
     return MD_OK;
 }
 
-static md_status h_search(md_req *r, md_error *e)
+static md_status h_search(md_req *r, md_errbuf *e)
 {
     long long ids[MD_SEARCH_MAX_VIDEOS + 1];
     md_search_query q = {0};
@@ -380,7 +380,7 @@ static md_status h_search(md_req *r, md_error *e)
     return reply_json(r, 200, res);
 }
 
-static md_status h_ground(md_req *r, md_error *e)
+static md_status h_ground(md_req *r, md_errbuf *e)
 {
     int top_n, curve;
     const char *text = NULL;

@@ -309,7 +309,7 @@ static void body_fail(md_req *r, md_status st, const char *msg)
  * temporary file (query pictures). */
 static void sink_begin(md_req *r, const char *filename)
 {
-    md_error e;
+    md_errbuf e;
     md_status st;
     if (r->mode == MD_BODY_UPLOAD) {
         if ((st = md_upload_begin(r->srv->lib, filename, &r->upload, &e)) != MD_OK)
@@ -326,7 +326,7 @@ static void sink_begin(md_req *r, const char *filename)
 static void sink_write(md_req *r, const char *data, size_t size)
 {
     if (r->mode == MD_BODY_UPLOAD) {
-        md_error e;
+        md_errbuf e;
         md_status st = md_upload_write(r->upload, data, size, &e);
         if (st != MD_OK)
             body_fail(r, st, e.msg);
@@ -614,7 +614,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->file_fd = -1;
         }
     }
-    md_error e = {{0}};
+    md_errbuf e = {{0}};
     md_status st = r->route->fn(r, &e);
     if (st != MD_OK)
         md_reply_status(r, st, e.msg[0] ? e.msg : md_status_str(st));
@@ -652,6 +652,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+void md_reply_status(md_req *r, md_status st, const char *msg)
+{
+    md_reply_error(r, md_http_status(st), md_http_code(st), msg);
+}
+
 void md_reply_error(md_req *r, unsigned int http, const char *code, const char *msg)
 {
     cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
@@ -674,7 +679,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     md_warn("libmicrohttpd: %s", msg);
 }
 
-md_status md_server_start(md_server *srv, md_error *e)
+md_status md_server_start(md_server *srv, md_errbuf *e)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);

@@ -53,10 +53,11 @@ static int serve(int argc, char **argv, int first)
 {
     md_config cfg;
     md_server srv = {0};
-    md_error e = {{0}};
+    md_errbuf e = {{0}};
     char err[1024];
     int rc = 1;
     sigset_t sigs;
+    md_dir_lock *lock = NULL;
 
     if (md_config_load(&cfg, argc, argv, first, err, sizeof err) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", err);
@@ -87,6 +88,13 @@ static int serve(int argc, char **argv, int first)
     md_info("momentd %s (%s) starting: data_dir %s, backend %s, %lld workers x %d math threads%s", MD_VERSION,
             MD_BUILD, cfg.data_dir, info.backend, cfg.workers, info.math_threads,
             cfg.config_file ? ", config file read" : "");
+    /* The data directory's lock before the port: a second momentd with the same settings is told
+     * that the directory is taken (exit 2), not that the port is. */
+    if (md_data_dir_lock(cfg.data_dir, &lock, &e) != MD_OK) {
+        fprintf(stderr, "momentd: %s\n", e.msg);
+        rc = 2;
+        goto out;
+    }
     if (md_server_start(&srv, &e) != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
         goto out;
@@ -109,11 +117,11 @@ static int serve(int argc, char **argv, int first)
     p.window_frames = (int)cfg.window_frames;
     p.temporal_path = cfg.temporal;
     p.device = cfg.device;
+    p.lock = lock;
     md_status st = md_library_open(&p, &srv.lib, &e);
     if (st != MD_OK) {
         fprintf(stderr, "momentd: %s\n", e.msg);
-        /* Another momentd on this data_dir, or a database newer than this binary: the set-up is
-         * wrong, as with a bad setting. */
+        /* A database newer than this binary: the set-up is wrong, as with a bad setting. */
         if (st == MD_ERR_CONFLICT)
             rc = 2;
         goto out;
@@ -133,6 +141,7 @@ out:
     atomic_store(&srv.state, 2);
     md_server_stop(&srv);
     md_library_close(srv.lib);
+    md_data_dir_unlock(lock);
     if (rc == 0)
         md_info("stopped cleanly");
     md_config_free(&cfg);

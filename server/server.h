@@ -35,7 +35,7 @@ typedef enum {
 
 #define MD_MAX_QUERY_FILE (32LL << 20)
 
-typedef md_status (*md_handler_fn)(md_req *r, md_error *e);
+typedef md_status (*md_handler_fn)(md_req *r, md_errbuf *e);
 
 /* A body other than JSON or text: any bytes with a length, or a range of an open file. */
 typedef enum {
@@ -86,7 +86,7 @@ struct md_req {
     long long file_size;
     cJSON *form;             /* multipart form fields (name -> string) */
     md_status body_status; /* first error while receiving the body */
-    md_error body_err;
+    md_errbuf body_err;
 
     /* response: r->code with one body, looked at in this order: json; text (NUL-terminated,
      * sent up to its NUL, copied at send time); or bytes/file, set only through md_resp_bytes,
@@ -106,11 +106,12 @@ struct md_req {
     int responded;
 };
 
-/* Answers with the error shape {"error":{"code","message"}} for status ST (errors.c). */
+/* Answers with the error shape {"error":{"code","message"}} for status ST (http.c, with the
+ * mapping of errors.c). */
 void md_reply_status(md_req *r, md_status st, const char *msg);
 /* Same with an explicit HTTP code and error code, for HTTP-level errors (405, 404 route). */
 void md_reply_error(md_req *r, unsigned int http, const char *code, const char *msg);
-/* HTTP status for an md_status, and its error code. */
+/* HTTP status for an md_status, and its error code (errors.c: pure mappings). */
 unsigned int md_http_status(md_status st);
 const char *md_http_code(md_status st);
 
@@ -155,7 +156,7 @@ void md_metrics_write(char **buf, size_t *len, size_t *cap);
 /* The OpenAPI document compiled into the binary (build/embedded.c). */
 extern const char md_openapi_json[];
 
-md_status md_server_start(md_server *srv, md_error *e);
+md_status md_server_start(md_server *srv, md_errbuf *e);
 void md_server_stop(md_server *srv);
 
 #endif

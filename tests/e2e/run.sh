@@ -882,6 +882,18 @@ if section lock "22. one daemon per data dir: a second one exits 2 naming the di
         else
             not_ok "its stderr names the PID of the first daemon ($first)" "stderr: $(head -c 300 "$TMP/lock2.err")"
         fi
+        # With the same settings (same port too) the answer is still the directory, not the port:
+        # the lock is taken before listening.
+        rc=0
+        timeout 5 "$E2E_BIN" serve --port "${D_PORT[lock]}" --bind 127.0.0.1 --data-dir "$LD" \
+            >"$TMP/lock3.out" 2>"$TMP/lock3.err" || rc=$?
+        check_eq "a second daemon with the same port and data dir exits with status 2" 2 "$rc"
+        if grep -q "in use by another momentd (pid $first)" "$TMP/lock3.err"; then
+            ok "it says the data dir is in use by the first daemon, not that the port is taken"
+        else
+            not_ok "it says the data dir is in use by the first daemon, not that the port is taken" \
+                "stderr: $(head -c 300 "$TMP/lock3.err")"
+        fi
         api GET /v1/health
         check_status "the first daemon still answers after the second gave up" 200
         # (stderr hidden: bash reports "Killed" for a child ended by a signal)

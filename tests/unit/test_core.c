@@ -271,7 +271,7 @@ static md_search_query good_query(void)
 }
 
 /* ST is MD_ERR_INVALID and E's message holds WANT1 and WANT2 (either may be NULL). */
-static void expect_invalid(md_status st, const md_error *e, const char *want1, const char *want2)
+static void expect_invalid(md_status st, const md_errbuf *e, const char *want1, const char *want2)
 {
     CHECK_EQ_INT(st, MD_ERR_INVALID);
     const char *w[] = {want1, want2};
@@ -284,7 +284,7 @@ static void expect_invalid(md_status st, const md_error *e, const char *want1, c
 
 static void test_search_query_check(void)
 {
-    md_error e;
+    md_errbuf e;
     md_search_query q = good_query();
     CHECK_EQ_INT(md_search_query_check(&q, &e), MD_OK);
     const int ks[] = {MD_SEARCH_K_MIN - 1, MD_SEARCH_K_MIN, MD_SEARCH_K_MAX, MD_SEARCH_K_MAX + 1, -5, 1 << 30};
@@ -380,7 +380,7 @@ static void test_search_query_check(void)
 
 static void test_ground_check(void)
 {
-    md_error e;
+    md_errbuf e;
     CHECK_EQ_INT(md_ground_check("the car turns left", MD_GROUND_TOP_N_MIN, &e), MD_OK);
     CHECK_EQ_INT(md_ground_check("the car turns left", MD_GROUND_TOP_N_MAX, &e), MD_OK);
     expect_invalid(md_ground_check("x", MD_GROUND_TOP_N_MIN - 1, &e), &e, "'top_n'", "1..100");
@@ -399,7 +399,7 @@ static void test_ground_check(void)
 
 static void test_library_params_check(void)
 {
-    md_error e;
+    md_errbuf e;
     md_library_params p = md_library_default_params();
     CHECK_EQ_INT(md_library_params_check(&p, &e), MD_OK);
     /* The product ranges lie inside what the decoder and the temporal encoder accept. */
@@ -750,7 +750,7 @@ static void test_store_rejects_garbage(void)
     CHECK(strstr(err, "garbage.db") != NULL);
 }
 
-static md_library *open_lib(const char *dir, const char *root, md_error *e)
+static md_library *open_lib(const char *dir, const char *root, md_errbuf *e)
 {
     md_library_params p = md_library_default_params();
     p.data_dir = dir;
@@ -777,7 +777,7 @@ static void test_library_upload_dedupe_delete(void)
 {
     char dir[PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/lib1", g_tmp);
-    md_error e;
+    md_errbuf e;
     md_library *lib = open_lib(dir, NULL, &e);
     CHECK(lib != NULL);
     if (!lib)
@@ -867,7 +867,7 @@ static void test_library_index_roots(void)
     if (symlink(p, q) != 0)
         perror("symlink");
 
-    md_error e;
+    md_errbuf e;
     char *canon_root = realpath(root, NULL);
     md_library *lib = open_lib(dir, canon_root, &e);
     free(canon_root);
@@ -924,7 +924,7 @@ static void test_library_lock(void)
     char dir[PATH_MAX + 16], pid[32];
     snprintf(dir, sizeof dir, "%s/locked", g_tmp);
     snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
-    md_error e;
+    md_errbuf e;
     md_library *a = open_lib(dir, NULL, &e), *b = NULL;
     CHECK(a != NULL);
     md_library_params p = md_library_default_params();
@@ -943,7 +943,7 @@ static void test_library_recovers_jobs(void)
 {
     char dir[PATH_MAX + 16], db[PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/lib3", g_tmp);
-    md_error e;
+    md_errbuf e;
     md_library *lib = open_lib(dir, NULL, &e);
     md_upload *u;
     cJSON *r;
