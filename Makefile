@@ -99,6 +99,7 @@ test: check-layers all unit e2e asan e2e-asan
 # Fails when an #include crosses a layer the wrong way (server -> engine -> {storage, video,
 # backend} -> base; tools/check-layers.py).
 check-layers:
+	python3 tools/check-layers.py --self-test
 	python3 tools/check-layers.py
 
 e2e-asan: asan

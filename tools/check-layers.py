@@ -4,6 +4,7 @@
 Dependencies point one way (DESIGN.md): server -> engine -> {storage, video, backend} -> base.
 
   python3 tools/check-layers.py [ROOT]      (make test runs it; exit 1 on a violation)
+  python3 tools/check-layers.py --self-test (make test runs it too: planted violations must fail)
 
 Each source file belongs to a layer by its path; a quoted include is resolved against the file's
 folder and must land in a layer that the file's layer may use. Library headers in angle brackets
@@ -13,8 +14,9 @@ video/, CUDA only in cuda/, CBLAS only in the CPU backend and the CPU Mamba refe
 import os
 import re
 import sys
+import tempfile
 
-ROOT = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 # layer of a file (first matching rule wins); paths relative to ROOT
 LAYERS = [
@@ -57,7 +59,10 @@ def layer_of(rel):
     return None
 
 
-def main():
+def check(root):
+    """Returns (includes checked, list of problems) for the tree at ROOT."""
+    global ROOT
+    ROOT = root
     problems, checked = [], 0
     for d in ("base", "video", "cuda", "engine", "server", "cli"):
         top = os.path.join(ROOT, d)
@@ -105,11 +110,59 @@ def main():
                             problems.append(f"{where}: layer '{mine}' may not include '{theirs}' ({target})")
                         elif theirs in PUBLIC and target not in PUBLIC[theirs]:
                             problems.append(f"{where}: {target} is internal to '{theirs}'; use {sorted(PUBLIC[theirs])[0]}")
+    return checked, problems
+
+
+def self_test():
+    """A small tree that follows the rules passes; each planted violation is caught."""
+    clean = {
+        "base/status.h": "",
+        "engine/momentd.h": '#include "../base/status.h"\n',
+        "engine/store.h": '#include "../base/status.h"\n',
+        "engine/store_sqlite.c": '#include <sqlite3.h>\n#include "store.h"\n',
+        "engine/library.c": '#include "momentd.h"\n#include "store.h"\n#include "../video/video.h"\n',
+        "video/video.h": '#include "../base/status.h"\n',
+        "video/internal.h": '#include "video.h"\n',
+        "server/http.c": '#include <microhttpd.h>\n#include "../engine/momentd.h"\n',
+    }
+    planted = [
+        ("server/http.c", '#include "../engine/store.h"\n', "server includes storage"),
+        ("base/status.h", '#include "../engine/momentd.h"\n', "base includes engine"),
+        ("video/video.h", '#include "../engine/store.h"\n', "video includes storage"),
+        ("engine/library.c", "#include <sqlite3.h>\n", "SQLite outside the SQLite store"),
+        ("engine/library.c", '#include "../video/internal.h"\n', "engine reaches into video's internals"),
+        ("engine/store.h", '#include "momentd.h"\n', "storage includes engine"),
+    ]
+    failures = 0
+    for case in [None] + planted:
+        with tempfile.TemporaryDirectory() as d:
+            for rel, text in clean.items():
+                os.makedirs(os.path.join(d, os.path.dirname(rel)), exist_ok=True)
+                with open(os.path.join(d, rel), "w") as fh:
+                    fh.write(text)
+            if case:
+                with open(os.path.join(d, case[0]), "a") as fh:
+                    fh.write(case[1])
+            _, problems = check(d)
+            want = 0 if case is None else 1
+            name = "the clean tree" if case is None else case[2]
+            if (len(problems) > 0) != (want > 0):
+                failures += 1
+                print(f"check-layers self-test: {name}: expected {'a violation' if want else 'none'}, got {problems}")
+    print(f"check-layers self-test: {len(planted) + 1 - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--self-test":
+        return self_test()
+    root = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    checked, problems = check(root)
     if checked == 0:
         print("check-layers: no #include lines found: wrong ROOT?", file=sys.stderr)
         return 1
     for p in problems:
-        print("check-layers: " + p, file=sys.stderr)
+        print("check-layers: " + p)
     print(f"check-layers: {checked} includes checked, {len(problems)} crossing a layer the wrong way")
     return 1 if problems else 0
 
