@@ -202,7 +202,7 @@ static md_status dev_embed_tokens(md_clip *m, const int *ids, int n, int pos, fl
     TRY(be->download(out, o, (size_t)E * sizeof *out));
 out:
     if (st != MD_OK)
-        fail(err, errlen, st, "text encoder on %s: %s", be->name, be->last_error());
+        md_errf(err, errlen, st, "text encoder on %s: %s", be->name, be->last_error());
     dev_scratch_put(m, mem, got);
     free(x);
     return st;
@@ -248,7 +248,7 @@ static md_status dev_embed_images(md_clip *m, const float *pixels, int n, float 
     if (chunk < 1) {
         size_t a = 0;
         be->mem_info(NULL, &a);
-        return fail(err, errlen, MD_ERR_NOMEM,
+        return md_errf(err, errlen, MD_ERR_NOMEM,
                     "image encoder on %s: not enough memory for one image (%.1f MiB needed, %.1f MiB available "
                     "under the gpu_mem budget)",
                     be->name, per / 1048576.0, a / 1048576.0);
@@ -285,7 +285,7 @@ static md_status dev_embed_images(md_clip *m, const float *pixels, int n, float 
     }
 out:
     if (st != MD_OK && err && errlen && !err[0])
-        fail(err, errlen, st, "image encoder on %s: %s", be->name, be->last_error());
+        md_errf(err, errlen, st, "image encoder on %s: %s", be->name, be->last_error());
     dev_scratch_put(m, mem, got);
     return st;
 }
@@ -302,17 +302,17 @@ md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, ch
     if (err && errlen)
         err[0] = 0;
     if (!ids || n < 1 || n > c->max_pos)
-        return fail(err, errlen, MD_ERR_INVALID, "%d tokens: 1 to %d expected", n, c->max_pos);
+        return md_errf(err, errlen, MD_ERR_INVALID, "%d tokens: 1 to %d expected", n, c->max_pos);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab)
-            return fail(err, errlen, MD_ERR_INVALID, "token id %d at %d is outside the vocabulary [0, %d)", ids[i], i,
+            return md_errf(err, errlen, MD_ERR_INVALID, "token id %d at %d is outside the vocabulary [0, %d)", ids[i], i,
                         c->vocab);
     if (m->dev)
         return dev_embed_tokens(m, ids, n, pool_position(c, ids, n), out, err, errlen);
     size_t per = (size_t)n;
     buf = malloc(per * (size_t)(3 * D + 3 * D + I) * sizeof *buf);
     if (!buf)
-        return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     float *x = buf, *h = x + per * D, *a = h + per * D, *qkv = a + per * D, *mm = qkv + per * 3 * D;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < D; j++)
@@ -326,7 +326,7 @@ md_status md_clip_embed_tokens(md_clip *m, const int *ids, int n, float *out, ch
     TRY(m->be->l2norm(out, 1, m->dim));
 out:
     if (st != MD_OK && err && errlen && !err[0])
-        fail(err, errlen, st, "text encoder: backend %s failed: %s", m->be->name, md_status_str(st));
+        md_errf(err, errlen, st, "text encoder: backend %s failed: %s", m->be->name, md_status_str(st));
     free(buf);
     return st;
 }
@@ -339,7 +339,7 @@ md_status md_clip_embed_text(md_clip *m, const char *text, float *out, int *ids,
     if (err && errlen)
         err[0] = 0;
     if (!text)
-        return fail(err, errlen, MD_ERR_INVALID, "no text");
+        return md_errf(err, errlen, MD_ERR_INVALID, "no text");
     md_status st = md_tokenizer_encode(m->tok, text, m->ctx, dst, &n, err, errlen);
     if (st != MD_OK)
         return st;
@@ -377,7 +377,7 @@ md_status md_clip_embed_images(md_clip *m, const float *pixels, int n, float *ou
     if (err && errlen)
         err[0] = 0;
     if (n < 0 || (n > 0 && (!pixels || !out)))
-        return fail(err, errlen, MD_ERR_INVALID, "embed_images: bad arguments");
+        return md_errf(err, errlen, MD_ERR_INVALID, "embed_images: bad arguments");
     if (n == 0)
         return MD_OK;
     if (m->dev)
@@ -392,7 +392,7 @@ md_status md_clip_embed_images(md_clip *m, const float *pixels, int n, float *ou
     chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
     buf = malloc((size_t)chunk * per * sizeof *buf);
     if (!buf)
-        return fail(err, errlen, MD_ERR_NOMEM, "out of memory for %d images", chunk);
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory for %d images", chunk);
     for (int b0 = 0; b0 < n; b0 += chunk) {
         const int B = n - b0 < chunk ? n - b0 : chunk, R = B * T;
         float *x = buf, *h = x + (size_t)R * D, *a = h + (size_t)R * D, *qkv = a + (size_t)R * D,
@@ -426,7 +426,7 @@ md_status md_clip_embed_images(md_clip *m, const float *pixels, int n, float *ou
     }
 out:
     if (st != MD_OK && err && errlen && !err[0])
-        fail(err, errlen, st, "image encoder: backend %s failed: %s", m->be->name, md_status_str(st));
+        md_errf(err, errlen, st, "image encoder: backend %s failed: %s", m->be->name, md_status_str(st));
     free(buf);
     return st;
 }

@@ -9,7 +9,6 @@
 #define MD_CLIP_INTERNAL_H
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -76,19 +75,5 @@ struct md_clip {
     char sha[65];
     char desc[256];
 };
-
-/* Writes the message to ERR (when given) and returns ST. */
-static inline md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static inline md_status fail(char *err, size_t errlen, md_status st, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 #endif

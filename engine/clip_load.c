@@ -37,9 +37,9 @@ typedef struct cfg_ctx {
 static md_status cfg_num(const cfg_ctx *c, const cJSON *v, const char *key, long lo, long hi, int *out)
 {
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s is not an integer", c->where, key);
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s is not an integer", c->where, key);
     if (v->valuedouble < lo || v->valuedouble > hi)
-        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s = %.0f is out of range [%ld, %ld]",
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s = %.0f is out of range [%ld, %ld]",
                     c->where, key, v->valuedouble, lo, hi);
     *out = (int)v->valuedouble;
     return MD_OK;
@@ -63,13 +63,13 @@ static md_status cfg_side(const cfg_ctx *c, const cJSON *obj, const char *key, i
     int h = 0, w = 0;
     md_status st;
     if (cJSON_GetArraySize(v) != 2)
-        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s must be an integer or [h, w]", c->where,
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.%s must be an integer or [h, w]", c->where,
                     key);
     if ((st = cfg_num(c, cJSON_GetArrayItem(v, 0), key, 1, 8192, &h)) ||
         (st = cfg_num(c, cJSON_GetArrayItem(v, 1), key, 1, 8192, &w)))
         return st;
     if (h != w)
-        return fail(c->err, c->errlen, MD_ERR_UNSUPPORTED, "config.json: %s.%s: only square sizes are supported",
+        return md_errf(c->err, c->errlen, MD_ERR_UNSUPPORTED, "config.json: %s.%s: only square sizes are supported",
                     c->where, key);
     *out = h;
     return MD_OK;
@@ -80,7 +80,7 @@ static md_status cfg_act(const cfg_ctx *c, const cJSON *obj, tower_cfg *t)
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "hidden_act") : NULL;
     if (v && !cJSON_IsNull(v)) {
         if (!cJSON_IsString(v))
-            return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.hidden_act is not a string", c->where);
+            return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.hidden_act is not a string", c->where);
         snprintf(t->act_name, sizeof t->act_name, "%s", v->valuestring);
     }
     const char *a = t->act_name;
@@ -91,7 +91,7 @@ static md_status cfg_act(const cfg_ctx *c, const cJSON *obj, tower_cfg *t)
     else if (strcmp(a, "gelu_new") == 0 || strcmp(a, "gelu_pytorch_tanh") == 0 || strcmp(a, "gelu_fast") == 0)
         t->act = MD_OP_GELU_TANH;
     else
-        return fail(c->err, c->errlen, MD_ERR_UNSUPPORTED,
+        return md_errf(c->err, c->errlen, MD_ERR_UNSUPPORTED,
                     "config.json: %s.hidden_act \"%.40s\" is not supported (quick_gelu, gelu, gelu_new, "
                     "gelu_pytorch_tanh, gelu_fast)",
                     c->where, a);
@@ -104,7 +104,7 @@ static md_status cfg_eps(const cfg_ctx *c, const cJSON *obj, float *eps)
     if (!v || cJSON_IsNull(v))
         return MD_OK;
     if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
-        return fail(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.layer_norm_eps must be a number in (0, 1]",
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.layer_norm_eps must be a number in (0, 1]",
                     c->where);
     *eps = (float)v->valuedouble;
     return MD_OK;
@@ -120,7 +120,7 @@ static md_status cfg_common(const cfg_ctx *c, const cJSON *o, tower_cfg *t)
         (st = cfg_eps(c, o, &t->eps)))
         return st;
     if (t->hidden % t->heads)
-        return fail(c->err, c->errlen, MD_ERR_INVALID,
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID,
                     "config.json: %s: hidden_size %d is not a multiple of num_attention_heads %d", c->where, t->hidden,
                     t->heads);
     return MD_OK;
@@ -149,31 +149,31 @@ static md_status parse_config(const char *path, md_clip *m, char *err, size_t er
     cJSON *root = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
+        return md_errf(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
     buf = malloc(MAX_CONFIG_BYTES + 1);
     if (!buf) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     size_t n = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
     if (ferror(f)) {
-        st = fail(err, errlen, MD_ERR_IO, "%s: read error", path);
+        st = md_errf(err, errlen, MD_ERR_IO, "%s: read error", path);
         goto out;
     }
     if (n > MAX_CONFIG_BYTES) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: larger than 4 MiB: not a model config", path);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: larger than 4 MiB: not a model config", path);
         goto out;
     }
     const char *endp = NULL;
     root = cJSON_ParseWithLengthOpts(buf, n, &endp, 0);
     if (!root || !cJSON_IsObject(root)) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: not a JSON object (syntax error near byte %ld)", path,
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: not a JSON object (syntax error near byte %ld)", path,
                   endp ? (long)(endp - buf) : -1L);
         goto out;
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (cJSON_IsString(mt) && strcmp(mt->valuestring, "clip") != 0) {
-        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "%s: model_type \"%.40s\" is not a CLIP model (\"clip\")", path,
+        st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "%s: model_type \"%.40s\" is not a CLIP model (\"clip\")", path,
                   mt->valuestring);
         goto out;
     }
@@ -191,7 +191,7 @@ static md_status parse_config(const char *path, md_clip *m, char *err, size_t er
 
     const cJSON *to = tower_obj(root, "text_config", &c.where);
     if (to && !cJSON_IsObject(to) && !cJSON_IsNull(to)) {
-        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
         goto out;
     }
     if ((st = cfg_common(&c, to, t)) || (st = cfg_int(&c, to, "vocab_size", 1, 1 << 24, &t->vocab)) ||
@@ -201,7 +201,7 @@ static md_status parse_config(const char *path, md_clip *m, char *err, size_t er
         goto out;
     const cJSON *eos = to ? cJSON_GetObjectItemCaseSensitive(to, "eos_token_id") : NULL;
     if (cJSON_IsArray(eos)) {
-        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.eos_token_id: a list is not supported", c.where);
+        st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.eos_token_id: a list is not supported", c.where);
         goto out;
     }
     if ((st = cfg_int(&c, to, "eos_token_id", INT_MIN, INT_MAX, &t->eos)))
@@ -209,19 +209,19 @@ static md_status parse_config(const char *path, md_clip *m, char *err, size_t er
 
     const cJSON *vo = tower_obj(root, "vision_config", &c.where);
     if (vo && !cJSON_IsObject(vo) && !cJSON_IsNull(vo)) {
-        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
+        st = md_errf(err, errlen, MD_ERR_INVALID, "config.json: %s is not an object", c.where);
         goto out;
     }
     if ((st = cfg_common(&c, vo, v)) || (st = cfg_side(&c, vo, "image_size", &v->image)) ||
         (st = cfg_side(&c, vo, "patch_size", &v->patch)) || (st = cfg_int(&c, vo, "num_channels", 1, 64, &v->channels)))
         goto out;
     if (v->channels != 3) {
-        st = fail(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.num_channels %d (only 3 is supported)", c.where,
+        st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "config.json: %s.num_channels %d (only 3 is supported)", c.where,
                   v->channels);
         goto out;
     }
     if (v->patch > v->image) {
-        st = fail(err, errlen, MD_ERR_INVALID, "config.json: %s: patch_size %d is larger than image_size %d",
+        st = md_errf(err, errlen, MD_ERR_INVALID, "config.json: %s: patch_size %d is larger than image_size %d",
                   c.where, v->patch, v->image);
         goto out;
     }
@@ -260,10 +260,10 @@ static md_status fill(loader *L, float *dst, const char *name, int nd, ...)
 {
     const md_st_tensor *t = md_safetensors_find(L->st, name);
     if (!t)
-        return fail(L->err, L->errlen, MD_ERR_INVALID, "%s: tensor '%s' is missing (not a CLIPModel checkpoint?)",
+        return md_errf(L->err, L->errlen, MD_ERR_INVALID, "%s: tensor '%s' is missing (not a CLIPModel checkpoint?)",
                     L->file, name);
     if (t->dtype != MD_DT_F32 && t->dtype != MD_DT_F16 && t->dtype != MD_DT_BF16)
-        return fail(L->err, L->errlen, MD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
+        return md_errf(L->err, L->errlen, MD_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 or BF16 needed)",
                     L->file, name, md_dtype_name(t->dtype));
     int64_t want[MD_ST_MAX_DIMS];
     va_list ap;
@@ -280,7 +280,7 @@ static md_status fill(loader *L, float *dst, const char *name, int nd, ...)
             snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
         for (int i = 0; i < nd; i++)
             snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", i ? ", " : "", (long long)want[i]);
-        return fail(L->err, L->errlen, MD_ERR_INVALID,
+        return md_errf(L->err, L->errlen, MD_ERR_INVALID,
                     "%s: tensor '%s' has shape [%s] but config.json implies [%s]", L->file, name, a, b);
     }
     return dst ? md_st_to_f32(t, dst) : MD_OK;
@@ -521,16 +521,16 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
     if (err && errlen)
         err[0] = 0;
     if (!dir || !dir[0])
-        return fail(err, errlen, MD_ERR_INVALID, "no model directory given");
+        return md_errf(err, errlen, MD_ERR_INVALID, "no model directory given");
     if (stat(dir, &sb) != 0)
-        return fail(err, errlen, errno == ENOENT || errno == ENOTDIR ? MD_ERR_NOT_FOUND : MD_ERR_IO,
+        return md_errf(err, errlen, errno == ENOENT || errno == ENOTDIR ? MD_ERR_NOT_FOUND : MD_ERR_IO,
                     "%s: %s (not a model directory)", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
-        return fail(err, errlen, MD_ERR_NOT_FOUND, "%s: not a model directory (a Hugging Face CLIP checkpoint "
+        return md_errf(err, errlen, MD_ERR_NOT_FOUND, "%s: not a model directory (a Hugging Face CLIP checkpoint "
                     "directory holds config.json, model.safetensors, vocab.json, merges.txt)", dir);
     m = calloc(1, sizeof *m);
     if (!m)
-        return fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
     if ((st = parse_config(path, m, err, errlen)) != MD_OK)
         goto out;
@@ -540,10 +540,10 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
         snprintf(path2, sizeof path2, "%s/model.safetensors.index.json", dir);
         struct stat s2;
         if (stat(path2, &s2) == 0)
-            st = fail(err, errlen, MD_ERR_UNSUPPORTED, "%s: sharded checkpoints are not supported: merge the shards into model.safetensors", dir);
+            st = md_errf(err, errlen, MD_ERR_UNSUPPORTED, "%s: sharded checkpoints are not supported: merge the shards into model.safetensors", dir);
         else {
             snprintf(path2, sizeof path2, "%s/pytorch_model.bin", dir);
-            st = fail(err, errlen, MD_ERR_NOT_FOUND, "%s: no model.safetensors%s", dir,
+            st = md_errf(err, errlen, MD_ERR_NOT_FOUND, "%s: no model.safetensors%s", dir,
                       stat(path2, &s2) == 0 ? " (only pytorch_model.bin, which momentd does not read: download the "
                                               "safetensors revision or convert it)"
                                             : "");
@@ -555,7 +555,7 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
     m->v.l = calloc((size_t)m->v.c.layers + 1, sizeof *m->v.l);
     m->t.l = calloc((size_t)m->t.c.layers + 1, sizeof *m->t.l);
     if (!m->v.l || !m->t.l) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "out of memory");
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
     loader L = {sf, path, NULL, 0, err, errlen};
@@ -563,7 +563,7 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
         goto out;
     m->block_floats = L.used;
     if (L.used > SIZE_MAX / sizeof(float) || !(m->block = aligned_alloc(64, L.used * sizeof(float)))) {
-        st = fail(err, errlen, MD_ERR_NOMEM, "%s: out of memory for %zu MiB of weights", dir,
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "%s: out of memory for %zu MiB of weights", dir,
                   L.used * sizeof(float) >> 20);
         goto out;
     }
@@ -581,7 +581,7 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
         goto out;
     int nv = md_tokenizer_vocab_size(m->tok);
     if (nv > m->t.c.vocab) {
-        st = fail(err, errlen, MD_ERR_INVALID, "%s: vocab.json has %d tokens but the text model only %d (vocab_size)",
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: vocab.json has %d tokens but the text model only %d (vocab_size)",
                   dir, nv, m->t.c.vocab);
         goto out;
     }
@@ -595,7 +595,7 @@ md_status md_clip_load(const char *dir, const md_backend_i *be, md_clip **out, c
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if ((st = md_sha256_file(path, m->sha, NULL)) != MD_OK) {
-        fail(err, errlen, st, "%s: cannot hash", path);
+        md_errf(err, errlen, st, "%s: cannot hash", path);
         goto out;
     }
 
