@@ -60,6 +60,20 @@ void md_library_wake(md_library *lib)
     pthread_mutex_unlock(&lib->q_mu);
 }
 
+void md_library_count_stage(md_library *lib, md_stage s, double seconds)
+{
+    pthread_mutex_lock(&lib->stats_mu);
+    lib->stage_seconds[s] += seconds;
+    pthread_mutex_unlock(&lib->stats_mu);
+}
+
+void md_library_count_failure(md_library *lib, md_fail_reason r)
+{
+    pthread_mutex_lock(&lib->stats_mu);
+    lib->failures[r]++;
+    pthread_mutex_unlock(&lib->stats_mu);
+}
+
 static md_status mkdir_p(const char *path, md_errbuf *e)
 {
     char tmp[PATH_MAX];
@@ -170,6 +184,7 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_errbu
         return md_fail(e, MD_ERR_NOMEM, "out of memory");
     lib->p = *p;
     pthread_mutex_init(&lib->db_mu, NULL);
+    pthread_mutex_init(&lib->stats_mu, NULL);
     pthread_mutex_init(&lib->q_mu, NULL);
     pthread_cond_init(&lib->q_cv, NULL);
     if (!(lib->data_dir = strdup(p->data_dir)) ||
@@ -244,5 +259,6 @@ void md_library_close(md_library *lib)
     pthread_cond_destroy(&lib->q_cv);
     pthread_mutex_destroy(&lib->q_mu);
     pthread_mutex_destroy(&lib->db_mu);
+    pthread_mutex_destroy(&lib->stats_mu);
     free(lib);
 }

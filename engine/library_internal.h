@@ -38,6 +38,11 @@ struct md_library {
     pthread_t *threads;
     int n_threads;
 
+    /* Counters since start-up (md_library_stats), under stats_mu. */
+    pthread_mutex_t stats_mu;
+    double stage_seconds[MD_STAGE_COUNT];
+    long long failures[MD_FAIL_COUNT];
+
     /* The model (model.c). NULL clip: none loaded (indexing then only probes). */
     md_clip *clip;
     md_temporal *temporal; /* the temporal encoder over CLIP tokens */
@@ -53,6 +58,10 @@ struct md_library {
 /* library.c: the shutdown flag, and waking idle workers when jobs were queued. */
 int md_library_stopping(md_library *lib);
 void md_library_wake(md_library *lib);
+
+/* library.c: adds to the counters of md_library_stats. */
+void md_library_count_stage(md_library *lib, md_stage s, double seconds);
+void md_library_count_failure(md_library *lib, md_fail_reason r);
 
 /* jobs.c: one worker thread (ARG is the library). */
 void *md_worker_main(void *arg);

@@ -213,11 +213,42 @@ md_status md_library_ground(md_library *lib, long long video_id, const char *tex
 /* {"status", "name", "dir", "demo", "meaningful", "description", "dim", "segments", ...} for /v1/health. */
 cJSON *md_library_model_json(md_library *lib);
 
+/* Indexing stages whose time is counted (md_library_stats.stage_seconds), in this order. */
+typedef enum md_stage {
+    MD_STAGE_PROBE,    /* reading the file's headers and packets */
+    MD_STAGE_DECODE,   /* decoding and sampling frames (waiting on the decoder) */
+    MD_STAGE_EMBED,    /* the CLIP image tower */
+    MD_STAGE_TEMPORAL, /* the temporal encoder and token reduction */
+    MD_STAGE_STORE,    /* committing windows to the store */
+    MD_STAGE_COUNT
+} md_stage;
+/* "probe", "decode", ... (Prometheus label values). */
+const char *md_stage_name(md_stage s);
+
+/* Why a job's file could not be indexed (md_library_stats.failures), in this order. */
+typedef enum md_fail_reason {
+    MD_FAIL_NOT_MEDIA,   /* not a video file, or no decodable video stream */
+    MD_FAIL_TRUNCATED,   /* cut short or incomplete */
+    MD_FAIL_UNSUPPORTED, /* a codec or feature this build does not decode */
+    MD_FAIL_REFUSED,     /* refused on purpose: nested opens, absurd sizes or durations, changed file */
+    MD_FAIL_MISSING,     /* the file is gone */
+    MD_FAIL_LIMIT,       /* the decoder hit its memory or CPU-time limit, or was killed */
+    MD_FAIL_STORAGE,     /* the store could not write (disk full, database error) */
+    MD_FAIL_OTHER,
+    MD_FAIL_COUNT
+} md_fail_reason;
+/* "not_media", "truncated", ... (Prometheus label values). */
+const char *md_fail_reason_name(md_fail_reason r);
+
 typedef struct md_library_stats {
     long long jobs_queued, jobs_running, jobs_done, jobs_failed;
     long long videos;
     long long bytes_stored; /* uploaded files kept in data_dir */
     long long bytes_indexed_paths; /* archive files indexed in place */
+    /* Since start-up: seconds spent per indexing stage (all workers added up), and jobs failed per
+     * reason. */
+    double stage_seconds[MD_STAGE_COUNT];
+    long long failures[MD_FAIL_COUNT];
 } md_library_stats;
 md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_errbuf *e);
 

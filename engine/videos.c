@@ -261,6 +261,19 @@ md_status md_library_delete_video(md_library *lib, long long id, md_errbuf *e)
     return s;
 }
 
+const char *md_stage_name(md_stage s)
+{
+    static const char *const names[MD_STAGE_COUNT] = {"probe", "decode", "embed", "temporal", "store"};
+    return s >= 0 && s < MD_STAGE_COUNT ? names[s] : "unknown";
+}
+
+const char *md_fail_reason_name(md_fail_reason r)
+{
+    static const char *const names[MD_FAIL_COUNT] = {"not_media", "truncated", "unsupported", "refused",
+                                                     "missing",   "limit",     "storage",     "other"};
+    return r >= 0 && r < MD_FAIL_COUNT ? names[r] : "unknown";
+}
+
 md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_errbuf *e)
 {
     md_store_stats st;
@@ -279,5 +292,9 @@ md_status md_library_stats_get(md_library *lib, md_library_stats *out, md_errbuf
     out->videos = st.videos;
     out->bytes_stored = st.bytes_stored;
     out->bytes_indexed_paths = st.bytes_indexed_paths;
+    pthread_mutex_lock(&lib->stats_mu);
+    memcpy(out->stage_seconds, lib->stage_seconds, sizeof out->stage_seconds);
+    memcpy(out->failures, lib->failures, sizeof out->failures);
+    pthread_mutex_unlock(&lib->stats_mu);
     return MD_OK;
 }
