@@ -76,4 +76,11 @@ struct md_clip {
     char desc[256];
 };
 
+/* Parses config.json's N bytes at BUF (not NUL-terminated; PATH names it in messages) into M's
+ * settings (m->v.c, m->t.c, dim, grid, ctx, demo), with transformers' defaults and every value
+ * range-checked: MD_ERR_INVALID or MD_ERR_UNSUPPORTED with a message in ERR. Allocates nothing
+ * that outlives the call. clip_load.c reads the file with it; the config fuzz target
+ * (tests/fuzz/fuzz_clip_config.c) calls it directly. */
+md_status md_clip_parse_config(const char *path, const char *buf, size_t n, md_clip *m, char *err, size_t errlen);
+
 #endif

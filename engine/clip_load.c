@@ -142,28 +142,10 @@ static const cJSON *tower_obj(const cJSON *root, const char *name, const char **
     return cJSON_GetObjectItemCaseSensitive(root, name);
 }
 
-static md_status parse_config(const char *path, md_clip *m, char *err, size_t errlen)
+md_status md_clip_parse_config(const char *path, const char *buf, size_t n, md_clip *m, char *err, size_t errlen)
 {
     md_status st = MD_OK;
-    char *buf = NULL;
     cJSON *root = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return md_errf(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
-    buf = malloc(MAX_CONFIG_BYTES + 1);
-    if (!buf) {
-        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    size_t n = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
-    if (ferror(f)) {
-        st = md_errf(err, errlen, MD_ERR_IO, "%s: read error", path);
-        goto out;
-    }
-    if (n > MAX_CONFIG_BYTES) {
-        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: larger than 4 MiB: not a model config", path);
-        goto out;
-    }
     const char *endp = NULL;
     root = cJSON_ParseWithLengthOpts(buf, n, &endp, 0);
     if (!root || !cJSON_IsObject(root)) {
@@ -228,10 +210,35 @@ static md_status parse_config(const char *path, md_clip *m, char *err, size_t er
     m->grid = v->image / v->patch;
     m->ctx = t->max_pos < MD_CLIP_MAX_TOKENS ? t->max_pos : MD_CLIP_MAX_TOKENS;
 out:
-    if (f)
-        fclose(f);
-    free(buf);
     cJSON_Delete(root);
+    return st;
+}
+
+static md_status parse_config(const char *path, md_clip *m, char *err, size_t errlen)
+{
+    md_status st = MD_OK;
+    char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return md_errf(err, errlen, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "%s: %s", path, strerror(errno));
+    buf = malloc(MAX_CONFIG_BYTES + 1);
+    if (!buf) {
+        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    size_t n = fread(buf, 1, MAX_CONFIG_BYTES + 1, f);
+    if (ferror(f)) {
+        st = md_errf(err, errlen, MD_ERR_IO, "%s: read error", path);
+        goto out;
+    }
+    if (n > MAX_CONFIG_BYTES) {
+        st = md_errf(err, errlen, MD_ERR_INVALID, "%s: larger than 4 MiB: not a model config", path);
+        goto out;
+    }
+    st = md_clip_parse_config(path, buf, n, m, err, errlen);
+out:
+    fclose(f);
+    free(buf);
     return st;
 }
 
@@ -283,7 +290,19 @@ static md_status fill(loader *L, float *dst, const char *name, int nd, ...)
         return md_errf(L->err, L->errlen, MD_ERR_INVALID,
                     "%s: tensor '%s' has shape [%s] but config.json implies [%s]", L->file, name, a, b);
     }
-    return dst ? md_st_to_f32(t, dst) : MD_OK;
+    if (!dst)
+        return MD_OK;
+    md_status st = md_st_to_f32(t, dst);
+    if (st != MD_OK)
+        return md_errf(L->err, L->errlen, st, "%s: tensor '%s': cannot convert %s to F32", L->file, name,
+                       md_dtype_name(t->dtype));
+    /* NaN/Inf weights would load and turn every embedding into NaN: refused here, naming the tensor. */
+    uint64_t first, bad = md_st_count_nonfinite(dst, t->numel, &first);
+    if (bad)
+        return md_errf(L->err, L->errlen, MD_ERR_INVALID,
+                       "%s: tensor '%s' has %llu non-finite value%s (NaN/Inf; the first at element %llu)", L->file,
+                       name, (unsigned long long)bad, bad == 1 ? "" : "s", (unsigned long long)first);
+    return MD_OK;
 }
 
 #define OFF(p, n) ((p) ? (p) + (n) : NULL)

@@ -377,6 +377,28 @@ md_status md_st_to_f32(const md_st_tensor *t, float *dst)
     }
 }
 
+uint64_t md_st_count_nonfinite(const float *v, uint64_t n, uint64_t *first)
+{
+    /* Exponent bits all ones is Inf or NaN; integer compares vectorise, isfinite() calls may not. */
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad += (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (first) {
+        uint64_t i = 0;
+        for (; bad && i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &v[i], sizeof u);
+            if ((u & 0x7f800000u) == 0x7f800000u)
+                break;
+        }
+        *first = bad ? i : n;
+    }
+    return bad;
+}
+
 md_status md_safetensors_write(const char *path, const md_st_write *ts, int n, const char *const *meta_kv,
                                int n_meta, char *err, size_t errlen)
 {

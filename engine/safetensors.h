@@ -98,6 +98,12 @@ uint64_t md_safetensors_file_size(const md_safetensors *st);
  * subnormals/Inf/NaN included) and BF16; other dtypes are MD_ERR_UNSUPPORTED. */
 md_status md_st_to_f32(const md_st_tensor *t, float *dst);
 
+/* How many of the N floats at V are NaN or +-Inf; *FIRST (may be NULL) gets the index of the
+ * first one (N when there is none). A single pass over the bits, cheap beside the conversion:
+ * loaders run it on every converted tensor and refuse a file with damaged weights, which would
+ * otherwise load and produce NaN embeddings that match nothing. */
+uint64_t md_st_count_nonfinite(const float *v, uint64_t n, uint64_t *first);
+
 
 /* A tensor to write: DATA holds numel * dtype-size little-endian bytes. */
 typedef struct md_st_write {

@@ -187,13 +187,13 @@ static md_status load_tensor(const md_safetensors *st, const char *path, const t
         snprintf(err, errlen, "%s: tensor %s: cannot convert %s", path, r->name, md_dtype_name(t->dtype));
         return MD_ERR_INVALID;
     }
-    uint64_t n = tref_numel(r);
-    for (uint64_t i = 0; i < n; i++)
-        if (!isfinite(r->data[i])) {
-            snprintf(err, errlen, "%s: tensor %s has a non-finite value at element %llu", path, r->name,
-                     (unsigned long long)i);
-            return MD_ERR_INVALID;
-        }
+    /* NaN/Inf weights would make every segment embedding NaN (an index that matches nothing). */
+    uint64_t first, bad = md_st_count_nonfinite(r->data, tref_numel(r), &first);
+    if (bad) {
+        snprintf(err, errlen, "%s: tensor %s has %llu non-finite value%s (NaN/Inf; the first at element %llu)", path,
+                 r->name, (unsigned long long)bad, bad == 1 ? "" : "s", (unsigned long long)first);
+        return MD_ERR_INVALID;
+    }
     return MD_OK;
 }
 

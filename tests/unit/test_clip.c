@@ -825,6 +825,72 @@ static void test_corrupt_models(void)
     md_clip_free(m);
 }
 
+/* Overwrites elements IDX[0..N) of tensor NAME in DIR/model.safetensors with the F32 bit pattern
+ * BITS (the demo model is F32); 0 on success. */
+static int poke_f32(const char *dir, const char *name, const uint64_t *idx, int n, uint32_t bits)
+{
+    char p[PATH_MAX + 32], err[256];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    md_safetensors *st = NULL;
+    if (md_safetensors_open(p, &st, err, sizeof err) != MD_OK) {
+        fprintf(stderr, "  poke: %s\n", err);
+        return -1;
+    }
+    const md_st_tensor *t = md_safetensors_find(st, name);
+    int ok = t && t->dtype == MD_DT_F32;
+    uint64_t off = ok ? t->offset : 0, numel = ok ? t->numel : 0;
+    md_safetensors_free(st);
+    int fd = ok ? open(p, O_RDWR) : -1;
+    unsigned char le[8];
+    ok = fd >= 0 && pread(fd, le, 8, 0) == 8;
+    uint64_t data_at = 8; /* the data area follows the 8-byte length and the header */
+    for (int i = 0; i < 8; i++)
+        data_at += (uint64_t)le[i] << (8 * i);
+    for (int i = 0; ok && i < n; i++)
+        ok = idx[i] < numel && pwrite(fd, &bits, 4, (off_t)(data_at + off + 4 * idx[i])) == 4;
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+/* NaN or Inf weights are refused at load, naming the tensor and how many values are bad: before,
+ * such a checkpoint loaded and every embedding came out NaN (indexing "done", nothing found). */
+static void test_nonfinite_weights(void)
+{
+    char base[PATH_MAX + 16], d[PATH_MAX + 64], err[256];
+    snprintf(base, sizeof base, "%s/nf-base", g_tmp);
+    CHECK_EQ_INT(md_clip_write_demo(base, 11, err, sizeof err), MD_OK);
+
+    static const uint64_t three[] = {0, 17, 40};
+    fresh_copy(base, "nf-nan", d, sizeof d);
+    CHECK_EQ_INT(poke_f32(d, "vision_model.embeddings.patch_embedding.weight", three, 3, 0x7fc00000u), 0);
+    CHECK(expect_load_error(d, MD_ERR_INVALID,
+                            "model.safetensors: tensor 'vision_model.embeddings.patch_embedding.weight' has 3 "
+                            "non-finite values (NaN/Inf; the first at element 0)",
+                            "3 NaNs in the patch embedding"));
+
+    static const uint64_t one[] = {5};
+    fresh_copy(base, "nf-inf", d, sizeof d);
+    CHECK_EQ_INT(poke_f32(d, "text_projection.weight", one, 1, 0xff800000u), 0); /* -Inf */
+    CHECK(expect_load_error(d, MD_ERR_INVALID,
+                            "tensor 'text_projection.weight' has 1 non-finite value (NaN/Inf; the first at element 5)",
+                            "-Inf in the text projection"));
+
+    /* A q/k/v weight goes into the fused block at an offset: the check covers it there too. */
+    static const uint64_t last[] = {63};
+    fresh_copy(base, "nf-v", d, sizeof d);
+    CHECK_EQ_INT(poke_f32(d, "text_model.encoder.layers.1.self_attn.v_proj.bias", last, 1, 0x7f800000u), 0);
+    CHECK(expect_load_error(d, MD_ERR_INVALID, "'text_model.encoder.layers.1.self_attn.v_proj.bias' has 1 non-finite",
+                            "+Inf in a fused v bias"));
+
+    /* Large but finite values still load. */
+    fresh_copy(base, "nf-big", d, sizeof d);
+    CHECK_EQ_INT(poke_f32(d, "text_projection.weight", one, 1, 0x7f7fffffu), 0); /* FLT_MAX */
+    md_clip *m = NULL;
+    CHECK_EQ_INT(md_clip_load(d, NULL, &m, err, sizeof err), MD_OK);
+    md_clip_free(m);
+}
+
 /* A config.json as the hub's openai/clip-vit-base-patch32 has it (written by transformers 4.x):
  * every PretrainedConfig key in the tower dicts (nulls, id2label, generation settings),
  * "text_config_dict": null, eos_token_id 2, bos 0, pad 1; image_size as [h, w]. It must load,
@@ -963,6 +1029,7 @@ int main(int argc, char **argv)
     RUN(test_concurrent_calls);
     RUN(test_demo_round_trip);
     RUN(test_corrupt_models);
+    RUN(test_nonfinite_weights);
     RUN(test_hub_style_config);
     RUN(test_cli);
     char cmd[PATH_MAX + 16];

@@ -764,7 +764,7 @@ static void test_weights_errors(void)
     rewrite(p, NULL, NULL, "layers.1.norm.weight", NULL, NULL, NULL, 0);
     CHECK(expect_load_error(p, MD_ERR_INVALID, "unexpected tensor layers.1.norm.weight"));
     rewrite(p, NULL, NULL, NULL, "layers.0.mixer.dt_proj.bias", NULL, NULL, 0);
-    CHECK(expect_load_error(p, MD_ERR_INVALID, "dt_proj.bias has a non-finite value"));
+    CHECK(expect_load_error(p, MD_ERR_INVALID, "tensor layers.0.mixer.dt_proj.bias has 1 non-finite value (NaN/Inf"));
     rewrite(p, NULL, NULL, NULL, NULL, "layers.0.mixer.D", NULL, 0);
     CHECK(expect_load_error(p, MD_ERR_INVALID, "layers.0.mixer.D has dtype I32"));
     static const char *const no_dmodel[] = {"d_model", NULL};
@@ -807,6 +807,38 @@ static void test_weights_errors(void)
     }
     snprintf(p, sizeof p, "%s/nonexistent.safetensors", g_tmp);
     CHECK(expect_load_error(p, MD_ERR_NOT_FOUND, "nonexistent"));
+}
+
+/* Every NaN and Inf of a tensor is counted in the refusal (one pass over each converted tensor),
+ * so a message says how damaged the file is, not only where the first bad value sits. */
+static void test_nonfinite_weights(void)
+{
+    char src[PATH_MAX + 32], p[PATH_MAX + 32], err[512] = "";
+    snprintf(src, sizeof src, "%s/nf-src.safetensors", g_tmp);
+    snprintf(p, sizeof p, "%s/nf.safetensors", g_tmp);
+    md_mamba_config c;
+    md_mamba_config_default(&c, 16);
+    c.n_layers = 2;
+    CHECK_EQ_INT(md_temporal_init_write(src, &c, 3, err, sizeof err), MD_OK);
+    md_temporal *t = NULL;
+    CHECK_EQ_INT(md_temporal_load(src, &t, err, sizeof err), MD_OK);
+    if (!t)
+        return;
+    md_mamba *m = md_temporal_model(t);
+    float *w = m->layers[1].dir[1].conv_w;
+    w[2] = NAN;
+    w[9] = INFINITY;
+    w[10] = -INFINITY;
+    CHECK_EQ_INT(md_temporal_write(p, m, 0, NULL, err, sizeof err), MD_OK);
+    CHECK(expect_load_error(p, MD_ERR_INVALID,
+                            "nf.safetensors: tensor layers.1.mixer.conv1d_b.weight has 3 non-finite values (NaN/Inf; "
+                            "the first at element 2)"));
+    w[2] = w[9] = w[10] = 0.5f;
+    CHECK_EQ_INT(md_temporal_write(p, m, 0, NULL, err, sizeof err), MD_OK);
+    md_temporal *u = NULL;
+    CHECK_EQ_INT(md_temporal_load(p, &u, err, sizeof err), MD_OK); /* finite again: loads */
+    md_temporal_free(u);
+    md_temporal_free(t);
 }
 
 static void test_params(void)
@@ -857,6 +889,7 @@ int main(int argc, char **argv)
     RUN(test_identity);
     RUN(test_write_round_trip);
     RUN(test_weights_errors);
+    RUN(test_nonfinite_weights);
     fprintf(stderr, "largest rel error against the reference: %.3g (tolerance %g)\n", g_worst_ref, TOL);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);

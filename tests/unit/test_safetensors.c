@@ -215,6 +215,42 @@ static void test_corrupt_headers(void)
     fprintf(stderr, "  truncated file: %s\n", err);
 }
 
+/* md_st_count_nonfinite: NaN (quiet, signalling, negative), +-Inf counted; the largest finite
+ * values, subnormals and -0 not; the first index reported; N when there is none. */
+static void test_count_nonfinite(void)
+{
+    static const uint32_t bits[] = {0x3f800000u, 0x7f7fffffu, 0xff7fffffu, 0x00000001u, 0x80000000u,
+                                    0x7fc00000u, 0x7f800001u, 0xffc00000u, 0x7f800000u, 0xff800000u};
+    float v[10];
+    memcpy(v, bits, sizeof v);
+    uint64_t first = 99;
+    CHECK_EQ_INT(md_st_count_nonfinite(v, 10, &first), 5);
+    CHECK_EQ_INT(first, 5);
+    CHECK_EQ_INT(md_st_count_nonfinite(v, 5, &first), 0);
+    CHECK_EQ_INT(first, 5);
+    CHECK_EQ_INT(md_st_count_nonfinite(v + 9, 1, NULL), 1);
+    CHECK_EQ_INT(md_st_count_nonfinite(v, 0, &first), 0);
+    CHECK_EQ_INT(first, 0);
+    /* F16 and BF16 infinities stay infinite after conversion, so the loaders see them. */
+    md_st_write w[2] = {{"h", MD_DT_F16, 1, {3}, (const uint16_t[]){0x3c00, 0x7c00, 0xfe00}},
+                        {"b", MD_DT_BF16, 1, {2}, (const uint16_t[]){0xff80, 0x3f80}}};
+    char p[PATH_MAX + 32], err[256];
+    path_in(p, sizeof p, "nonfinite.safetensors");
+    CHECK_EQ_INT(md_safetensors_write(p, w, 2, NULL, 0, err, sizeof err), MD_OK);
+    md_safetensors *st = NULL;
+    CHECK_EQ_INT(md_safetensors_open(p, &st, err, sizeof err), MD_OK);
+    if (!st)
+        return;
+    float f[3];
+    CHECK_EQ_INT(md_st_to_f32(md_safetensors_find(st, "h"), f), MD_OK);
+    CHECK_EQ_INT(md_st_count_nonfinite(f, 3, &first), 2);
+    CHECK_EQ_INT(first, 1);
+    CHECK_EQ_INT(md_st_to_f32(md_safetensors_find(st, "b"), f), MD_OK);
+    CHECK_EQ_INT(md_st_count_nonfinite(f, 2, &first), 1);
+    CHECK_EQ_INT(first, 0);
+    md_safetensors_free(st);
+}
+
 int main(int argc, char **argv)
 {
     md_test_init(argc, argv);
@@ -226,6 +262,7 @@ int main(int argc, char **argv)
     RUN(test_round_trip);
     RUN(test_half_conversions);
     RUN(test_corrupt_headers);
+    RUN(test_count_nonfinite);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     if (system(cmd) != 0)
