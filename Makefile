@@ -28,7 +28,7 @@ else
 endif
 
 BASE_SRC   := base/status.c base/log.c base/half.c base/image.c
-ENGINE_SRC := engine/engine.c engine/limits.c engine/sha256.c engine/store.c engine/store_sqlite.c engine/library.c engine/jobs.c engine/uploads.c engine/archive.c engine/videos.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/search_kernels.c engine/moments.c engine/tokenizer.c engine/tokenizer_load.c engine/clip.c engine/clip_load.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
+ENGINE_SRC := engine/engine.c engine/limits.c engine/sha256.c engine/files.c engine/store.c engine/store_sqlite.c engine/library.c engine/jobs.c engine/uploads.c engine/archive.c engine/videos.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/search_kernels.c engine/moments.c engine/tokenizer.c engine/tokenizer_load.c engine/clip.c engine/clip_load.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
 VIDEO_SRC  := video/probe.c video/decode.c
 SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
 CLI_SRC    := cli/embed.c cli/temporal.c

@@ -15,13 +15,15 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "files.h"
 #include "library_internal.h"
 #include "sha256.h"
 
 #define MAX_INDEX_FILES 100000
 
-static int under_root(md_library *lib, const char *canon)
+int md_archive_under_root(md_library *lib, const char *canon)
 {
     for (int i = 0; i < lib->p.n_allowed_roots; i++) {
         size_t l = strlen(lib->roots[i]);
@@ -152,7 +154,7 @@ static md_status walk_dir(walk *w, const char *dir, int depth)
             struct stat tb;
             if (!c || stat(c, &tb) != 0 || !S_ISREG(tb.st_mode))
                 add_reason(w->skipped, p, "reason", "broken or non-file symlink");
-            else if (!under_root(w->lib, c))
+            else if (!md_archive_under_root(w->lib, c))
                 add_reason(w->skipped, p, "reason", "symlink leads outside the allowed roots");
             else
                 s = walk_add(w, c);
@@ -189,7 +191,7 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
             s = md_fail(e, MD_ERR_INVALID, "path '%s' is not absolute", paths[i]);
             goto out;
         }
-        if (lexical_normalise(paths[i], lex, sizeof lex) != 0 || !under_root(lib, lex)) {
+        if (lexical_normalise(paths[i], lex, sizeof lex) != 0 || !md_archive_under_root(lib, lex)) {
             s = md_fail(e, MD_ERR_FORBIDDEN, "path '%s' is outside the allowed roots", paths[i]);
             goto out;
         }
@@ -197,7 +199,7 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
             s = md_fail(e, errno == ENOENT ? MD_ERR_NOT_FOUND : MD_ERR_IO, "path '%s': %s", paths[i], strerror(errno));
             goto out;
         }
-        if (!under_root(lib, canon[i])) {
+        if (!md_archive_under_root(lib, canon[i])) {
             s = md_fail(e, MD_ERR_FORBIDDEN, "path '%s' resolves to '%s', outside the allowed roots", paths[i],
                         canon[i]);
             goto out;
@@ -224,11 +226,22 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
         goto out;
     }
     for (int i = 0; i < w.n; i++) {
-        char sha[65];
+        char sha[65], oerr[512];
         long long size = 0, id = 0;
-        md_status hs = md_sha256_file(w.files[i], sha, &size);
+        md_file_id fid = {0};
+        int fd = -1;
+        /* Hash the descriptor that was opened without following links, and remember which file it
+         * is: the job checks the same identity on what it reads (files.h). */
+        md_status hs = md_open_nofollow(w.files[i], &fd, oerr, sizeof oerr);
+        if (hs == MD_OK && (hs = md_file_identity(fd, &fid)) == MD_OK)
+            hs = md_sha256_fd(fd, sha, &size);
+        if (fd >= 0)
+            close(fd);
+        if (hs == MD_OK && size != fid.size)
+            hs = md_errf(oerr, sizeof oerr, MD_ERR_CONFLICT, "file changed while it was being read");
         if (hs != MD_OK) {
-            add_reason(w.errors, w.files[i], "message", hs == MD_ERR_NOT_FOUND ? "file vanished" : "cannot read file");
+            add_reason(w.errors, w.files[i], "message",
+                       hs == MD_ERR_NOT_FOUND ? "file vanished" : hs == MD_ERR_IO ? "cannot read file" : oerr);
             continue;
         }
         pthread_mutex_lock(&lib->db_mu);
@@ -248,7 +261,8 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
                               .name = base ? base + 1 : w.files[i],
                               .path = w.files[i],
                               .source = MD_SOURCE_PATH,
-                              .size_bytes = size};
+                              .size_bytes = size,
+                              .file = fid};
             if ((is = md_store_video_insert(lib->db, &v, &id, NULL)) != MD_OK) {
                 md_store_fail(&ie, is, lib->db);
             } else {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../video/video.h"
+#include "files.h"
 #include "library_internal.h"
 #include "pipeline.h"
 
@@ -26,7 +27,8 @@ typedef struct job_ctx {
     md_store *db; /* the worker's connection */
     long long job_id, video_id;
     double last_commit;
-    int deleted; /* the job row vanished: its video was deleted */
+    int deleted;        /* the job row vanished: its video was deleted */
+    int storage_failed; /* a write to the store failed (disk full, database error) */
 } job_ctx;
 
 /* Test hook (setting debug_job_delay_ms): a pause that ends early at shutdown. Returns 1 when
@@ -112,6 +114,7 @@ static md_status sink_commit(void *ctx, const md_segment_rec *segs, int n, int d
                        .segs = segs,
                        .n_segs = n,
                        .dim = dim};
+    double t0 = md_mono_s();
     pthread_mutex_lock(&lib->db_mu);
     md_status s = md_store_window_commit(c->db, &w);
     if (s == MD_OK)
@@ -120,6 +123,9 @@ static md_status sink_commit(void *ctx, const md_segment_rec *segs, int n, int d
     else
         md_errf(err, errlen, s, "%s", md_store_error(c->db));
     pthread_mutex_unlock(&lib->db_mu);
+    md_library_count_stage(lib, MD_STAGE_STORE, md_mono_s() - t0);
+    if (s != MD_OK && s != MD_ERR_CANCELLED)
+        c->storage_failed = 1;
     if (s == MD_OK)
         debug_pause(lib); /* lets tests stop the daemon between windows */
     return s;
@@ -164,7 +170,10 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
         goto out;
     md_video_batch b;
     for (;;) {
-        if ((s = md_video_decoder_next(dec, &b)) != MD_OK) {
+        double t0 = md_mono_s();
+        s = md_video_decoder_next(dec, &b);
+        md_library_count_stage(lib, MD_STAGE_DECODE, md_mono_s() - t0);
+        if (s != MD_OK) {
             snprintf(err, errlen, "%s", md_video_decoder_error(dec));
             goto out;
         }
@@ -184,6 +193,10 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
             md_warn("job %lld: %s", c->job_id, md_store_error(c->db));
     }
     *n_segments = md_pipeline_segments(pl);
+    double embed_s, temporal_s;
+    md_pipeline_times(pl, &embed_s, &temporal_s);
+    md_library_count_stage(lib, MD_STAGE_EMBED, embed_s);
+    md_library_count_stage(lib, MD_STAGE_TEMPORAL, temporal_s);
     if (md_store_video_set_tokens(c->db, c->video_id, md_pipeline_frames(pl), *n_segments,
                                   1 + md_clip_n_patches(lib->clip), md_clip_dim(lib->clip), lib->temporal_label) != MD_OK)
         md_warn("job %lld: %s", c->job_id, md_store_error(c->db));
@@ -195,6 +208,60 @@ out:
     return s;
 }
 
+/* Why a job failed, for the counters of md_library_stats. */
+static md_fail_reason fail_reason(md_status s, const job_ctx *c)
+{
+    if (c->storage_failed || s == MD_ERR_NO_SPACE || s == MD_ERR_DB)
+        return MD_FAIL_STORAGE;
+    switch (s) {
+    case MD_ERR_MEDIA: return MD_FAIL_NOT_MEDIA;
+    case MD_ERR_UNSUPPORTED: return MD_FAIL_UNSUPPORTED;
+    case MD_ERR_NOT_FOUND: return MD_FAIL_MISSING;
+    case MD_ERR_FORBIDDEN:
+    case MD_ERR_CONFLICT:
+    case MD_ERR_TOO_LARGE: return MD_FAIL_REFUSED;
+    case MD_ERR_NOMEM:
+    case MD_ERR_UNAVAILABLE: return MD_FAIL_LIMIT;
+    default: return MD_FAIL_OTHER;
+    }
+}
+
+/* Opens the job's file as it was added (files.h): no link followed on the way, the same file as
+ * when it was hashed, and an archive file still inside an allowed root. */
+static md_status open_job_file(md_library *lib, const md_job_claim *jc, int *fd, char *err, size_t errlen)
+{
+    *fd = -1;
+    if (jc->source == MD_SOURCE_PATH && !md_archive_under_root(lib, jc->path))
+        return md_errf(err, errlen, MD_ERR_FORBIDDEN,
+                       "%s is no longer inside the allowed roots (setting allowed_roots); not read", jc->path);
+    md_status s = md_open_nofollow(jc->path, fd, err, errlen);
+    if (s == MD_OK && (s = md_file_check(*fd, &jc->file, jc->path, err, errlen)) != MD_OK) {
+        close(*fd);
+        *fd = -1;
+    }
+    return s;
+}
+
+/* Messages from the video layer name the descriptor's /proc path; users know the file's. */
+static void name_the_file(char *msg, size_t len, const char *fdpath, const char *path)
+{
+    char *p = strstr(msg, fdpath);
+    if (!p)
+        return;
+    char out[1024];
+    size_t k = 0, head = (size_t)(p - msg);
+    const char *parts[3] = {msg, path, p + strlen(fdpath)};
+    size_t lens[3] = {head, strlen(path), strlen(p + strlen(fdpath))};
+    for (int i = 0; i < 3; i++) {
+        size_t n = lens[i] < sizeof out - 1 - k ? lens[i] : sizeof out - 1 - k;
+        memcpy(out + k, parts[i], n);
+        k += n;
+    }
+    k = k < len - 1 ? k : len - 1;
+    memcpy(msg, out, k);
+    msg[k] = 0;
+}
+
 static void requeue(job_ctx *c)
 {
     if (md_store_job_requeue(c->db, c->job_id) != MD_OK)
@@ -202,8 +269,60 @@ static void requeue(job_ctx *c)
     md_info("job %lld: interrupted by shutdown, back in the queue", c->job_id);
 }
 
-static void run_job(md_library *lib, md_store *db, const md_job_claim *jc)
+/* A job's end that could not be written (disk full, database error): kept by its worker and
+ * written again later, so the job does not stay 'running' for ever and no crash is counted. */
+typedef struct pending_end {
+    long long job_id;
+    md_job_state state;
+    char error[MD_STORE_ERROR_MAX];
+} pending_end;
+
+#define MAX_PENDING_ENDS 64
+
+typedef struct worker {
+    md_library *lib;
+    md_store *db;
+    pending_end pending[MAX_PENDING_ENDS];
+    int n_pending;
+    double last_retry, last_claim_warning;
+} worker;
+
+static void end_job(worker *w, long long job_id, md_job_state state, const char *error)
 {
+    if (md_store_job_finish(w->db, job_id, state, error) == MD_OK)
+        return;
+    md_error("job %lld: cannot record state %s: %s; will retry", job_id, md_job_state_name(state),
+             md_store_error(w->db));
+    if (w->n_pending == MAX_PENDING_ENDS)
+        return; /* the next start puts it back in the queue */
+    pending_end *p = &w->pending[w->n_pending++];
+    p->job_id = job_id;
+    p->state = state;
+    snprintf(p->error, sizeof p->error, "%s", error ? error : "");
+}
+
+/* Writes the ends that failed before; every 2 s at most, and once more when stopping. */
+static void retry_pending(worker *w, int force)
+{
+    double now = md_mono_s();
+    if (!w->n_pending || (!force && now - w->last_retry < 2.0))
+        return;
+    w->last_retry = now;
+    int k = 0;
+    for (int i = 0; i < w->n_pending; i++) {
+        pending_end *p = &w->pending[i];
+        if (md_store_job_finish(w->db, p->job_id, p->state, p->error[0] ? p->error : NULL) == MD_OK)
+            md_info("job %lld: state %s recorded (after a failed write)", p->job_id, md_job_state_name(p->state));
+        else
+            w->pending[k++] = *p;
+    }
+    w->n_pending = k;
+}
+
+static void run_job(worker *w, const md_job_claim *jc)
+{
+    md_library *lib = w->lib;
+    md_store *db = w->db;
     job_ctx c = {.lib = lib, .db = db, .job_id = jc->job_id, .video_id = jc->video_id};
     md_info("job %lld: indexing video %lld (%s)", jc->job_id, jc->video_id, jc->path);
     double t0 = md_mono_s();
@@ -212,9 +331,16 @@ static void run_job(md_library *lib, md_store *db, const md_job_claim *jc)
         return;
     }
     md_video_info vi;
-    char err[512] = "";
+    char err[512] = "", src[64] = "";
     long long n_segments = 0;
-    md_status s = md_video_probe(jc->path, &vi, probe_progress, &c, err, sizeof err);
+    int fd = -1;
+    md_status s = open_job_file(lib, jc, &fd, err, sizeof err);
+    if (s == MD_OK) {
+        snprintf(src, sizeof src, "/proc/self/fd/%d", fd); /* the checked descriptor, nothing else */
+        double tp = md_mono_s();
+        s = md_video_probe(src, &vi, probe_progress, &c, err, sizeof err);
+        md_library_count_stage(lib, MD_STAGE_PROBE, md_mono_s() - tp);
+    }
     if (s == MD_OK) {
         md_probe_rec pr = {.duration_ms = vi.duration_ms,
                            .width = vi.width,
@@ -228,14 +354,18 @@ static void run_job(md_library *lib, md_store *db, const md_job_claim *jc)
         snprintf(pr.format, sizeof pr.format, "%s", vi.format);
         if ((s = md_store_video_set_probe(db, jc->video_id, &pr)) != MD_OK) {
             md_error("job %lld: cannot save the probe: %s", jc->job_id, md_store_error(db));
-            snprintf(err, sizeof err, "could not save the results to the database");
+            snprintf(err, sizeof err, "could not save the results to the database: %s", md_store_error(db));
+            c.storage_failed = 1;
         }
     }
     if (s == MD_OK && lib->clip)
-        s = index_frames(&c, jc->path, &vi, &n_segments, err, sizeof err);
+        s = index_frames(&c, src, &vi, &n_segments, err, sizeof err);
+    if (fd >= 0)
+        close(fd);
+    if (src[0])
+        name_the_file(err, sizeof err, src, jc->path);
     if (s == MD_OK) {
-        if (md_store_job_finish(db, jc->job_id, MD_JOB_DONE, NULL) != MD_OK)
-            md_error("job %lld: cannot record state done: %s", jc->job_id, md_store_error(db));
+        end_job(w, jc->job_id, MD_JOB_DONE, NULL);
         md_info("job %lld: done in %.2f s (%s %dx%d, %.3f s, %lld packets, %lld corrupt; %lld segments)", jc->job_id,
                 md_mono_s() - t0, vi.codec, vi.width, vi.height, vi.duration_ms / 1000.0, vi.n_video_packets,
                 vi.n_corrupt_packets, n_segments);
@@ -249,27 +379,36 @@ static void run_job(md_library *lib, md_store *db, const md_job_claim *jc)
         if (s == MD_ERR_NOT_FOUND)
             snprintf(msg, sizeof msg, "video file is missing: %.600s", jc->path);
         md_warn("job %lld: failed: %s", jc->job_id, msg);
-        if (md_store_job_finish(db, jc->job_id, MD_JOB_FAILED, msg) != MD_OK)
-            md_error("job %lld: cannot record state failed: %s", jc->job_id, md_store_error(db));
+        md_library_count_failure(lib, fail_reason(s, &c));
+        end_job(w, jc->job_id, MD_JOB_FAILED, msg);
     }
 }
 
 void *md_worker_main(void *arg)
 {
-    md_library *lib = arg;
-    md_store *db = NULL;
+    worker *w = calloc(1, sizeof *w);
     char err[1024];
-    if (md_store_open(lib->db_path, &db, err, sizeof err) != MD_OK) {
+    if (!w) {
+        md_error("worker: out of memory");
+        return NULL;
+    }
+    w->lib = arg;
+    md_library *lib = w->lib;
+    if (md_store_open(lib->db_path, &w->db, err, sizeof err) != MD_OK) {
         md_error("worker: %s", err);
+        free(w);
         return NULL;
     }
     while (!md_library_stopping(lib)) {
+        retry_pending(w, 0);
         md_job_claim jc;
-        md_status s = md_store_job_claim(db, &jc);
-        if (s != MD_OK)
-            md_warn("worker: cannot claim a job: %s", md_store_error(db));
+        md_status s = md_store_job_claim(w->db, &jc);
+        if (s != MD_OK && md_mono_s() - w->last_claim_warning >= 30) {
+            w->last_claim_warning = md_mono_s(); /* a full disk would say so every 2 s otherwise */
+            md_warn("worker: cannot claim a job: %s", md_store_error(w->db));
+        }
         if (s == MD_OK && jc.job_id) {
-            run_job(lib, db, &jc);
+            run_job(w, &jc);
             continue;
         }
         /* Nothing to do: sleep until woken by a new job, or poll again after a while. */
@@ -282,6 +421,11 @@ void *md_worker_main(void *arg)
         }
         pthread_mutex_unlock(&lib->q_mu);
     }
-    md_store_close(db);
+    retry_pending(w, 1);
+    for (int i = 0; i < w->n_pending; i++)
+        md_warn("job %lld: its end (%s) could not be recorded; it is queued again at the next start",
+                w->pending[i].job_id, md_job_state_name(w->pending[i].state));
+    md_store_close(w->db);
+    free(w);
     return NULL;
 }

@@ -63,6 +63,9 @@ void md_library_wake(md_library *lib);
 void md_library_count_stage(md_library *lib, md_stage s, double seconds);
 void md_library_count_failure(md_library *lib, md_fail_reason r);
 
+/* archive.c: 1 when the canonical path CANON is inside one of the allowed roots. */
+int md_archive_under_root(md_library *lib, const char *canon);
+
 /* jobs.c: one worker thread (ARG is the library). */
 void *md_worker_main(void *arg);
 

@@ -26,6 +26,7 @@ struct md_pipeline {
     int dim, S, tpf;
     long long resume; /* first frame not committed by an earlier run */
     long long embedded;
+    double embed_s, temporal_s; /* time in the CLIP tower and in the temporal stream */
     md_temporal_stream *ts;
     md_segments out;
     float *tokens, *img; /* EMBED_CHUNK x tpf x dim, EMBED_CHUNK x dim */
@@ -119,6 +120,11 @@ long long md_pipeline_resume_frame(const md_pipeline *p) { return p->resume; }
 long long md_pipeline_segments(const md_pipeline *p) { return md_temporal_stream_segments(p->ts); }
 long long md_pipeline_frames_embedded(const md_pipeline *p) { return p->embedded; }
 long long md_pipeline_frames(const md_pipeline *p) { return md_temporal_stream_frames_pushed(p->ts); }
+void md_pipeline_times(const md_pipeline *p, double *embed_s, double *temporal_s)
+{
+    *embed_s = p->embed_s;
+    *temporal_s = p->temporal_s;
+}
 
 /* Hands the segments the stream emitted, as halves, to the sink with the stream's checkpoint. */
 static md_status commit_segments(md_pipeline *p, char *err, size_t errlen)
@@ -169,12 +175,16 @@ md_status md_pipeline_push(md_pipeline *p, const md_video_batch *b, char *err, s
     size_t frame = (size_t)3 * p->S * p->S;
     while (i0 < b->n) {
         int take = b->n - i0 < EMBED_CHUNK ? b->n - i0 : EMBED_CHUNK;
-        if ((s = md_clip_embed_images(p->pp.clip, b->pixels + (size_t)i0 * frame, take, p->img, p->tokens, err,
-                                      errlen)) != MD_OK)
+        double t0 = md_mono_s();
+        s = md_clip_embed_images(p->pp.clip, b->pixels + (size_t)i0 * frame, take, p->img, p->tokens, err, errlen);
+        double t1 = md_mono_s();
+        p->embed_s += t1 - t0;
+        if (s != MD_OK)
             return s;
         for (int i = 0; i < take; i++)
             p->pts[i] = b->frames[i0 + i].target_ms;
         s = md_temporal_stream_push(p->ts, b->first_index + i0, p->tokens, p->pts, take, &p->out);
+        p->temporal_s += md_mono_s() - t1;
         if (s != MD_OK) {
             snprintf(err, errlen, "temporal encoder: %s", md_temporal_stream_error(p->ts));
             return s;
@@ -190,7 +200,9 @@ md_status md_pipeline_push(md_pipeline *p, const md_video_batch *b, char *err, s
 /* The stream ends the last segment one sample interval after its last frame. */
 md_status md_pipeline_finish(md_pipeline *p, char *err, size_t errlen)
 {
+    double t0 = md_mono_s();
     md_status s = md_temporal_stream_finish(p->ts, &p->out);
+    p->temporal_s += md_mono_s() - t0;
     if (s != MD_OK) {
         snprintf(err, errlen, "temporal encoder: %s", md_temporal_stream_error(p->ts));
         return s;

@@ -61,6 +61,8 @@ long long md_pipeline_segments(const md_pipeline *p);
 long long md_pipeline_frames_embedded(const md_pipeline *p);
 /* Frames of the video handed to the temporal encoder (all runs). */
 long long md_pipeline_frames(const md_pipeline *p);
+/* Seconds this run spent in the CLIP image tower and in the temporal stream. */
+void md_pipeline_times(const md_pipeline *p, double *embed_s, double *temporal_s);
 void md_pipeline_free(md_pipeline *p);
 
 #endif

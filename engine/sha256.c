@@ -1,9 +1,11 @@
 /* sha256.c - SHA-256 as specified in FIPS 180-4, written from the standard. */
+#define _XOPEN_SOURCE 700
 #include "sha256.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 static const uint32_t K[64] = {
@@ -134,5 +136,35 @@ out:
     free(buf);
     if (f)
         fclose(f);
+    return st;
+}
+
+md_status md_sha256_fd(int fd, char out[65], long long *size_out)
+{
+    uint8_t *buf = malloc(1 << 20);
+    if (!buf)
+        return MD_ERR_NOMEM;
+    md_sha256 h;
+    md_sha256_init(&h);
+    md_status st = MD_OK;
+    for (off_t off = 0;;) {
+        ssize_t n = pread(fd, buf, 1 << 20, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            st = MD_ERR_IO;
+            break;
+        }
+        if (n == 0)
+            break;
+        md_sha256_update(&h, buf, (size_t)n);
+        off += n;
+    }
+    if (st == MD_OK) {
+        if (size_out)
+            *size_out = (long long)h.nbytes;
+        md_sha256_final_hex(&h, out);
+    }
+    free(buf);
     return st;
 }

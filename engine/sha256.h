@@ -28,5 +28,8 @@ void md_sha256_final(md_sha256 *h, uint8_t out[32]);
 void md_sha256_final_hex(md_sha256 *h, char out[65]);
 /* Hashes a whole file in 1 MiB reads. MD_ERR_NOT_FOUND / MD_ERR_IO on failure. */
 md_status md_sha256_file(const char *path, char out[65], long long *size_out);
+/* The same for an open file descriptor, read from offset 0 with pread (FD's offset is left as it
+ * was), so that what is hashed is the file that was opened and checked. */
+md_status md_sha256_fd(int fd, char out[65], long long *size_out);
 
 #endif

@@ -46,6 +46,10 @@ md_status md_store_video_set_probe(md_store *s, long long id, const md_probe_rec
     return CALL(s, video_set_probe, id, p);
 }
 md_status md_store_video_add_damage(md_store *s, long long id, long long n) { return CALL(s, video_add_damage, id, n); }
+md_status md_store_video_set_coverage(md_store *s, long long id, int truncated, long long indexed_ms)
+{
+    return CALL(s, video_set_coverage, id, truncated, indexed_ms);
+}
 md_status md_store_video_set_tokens(md_store *s, long long id, long long n_frames, long long n_segments,
                                     int tokens_per_frame, int embed_dim, const char *temporal)
 {

@@ -47,6 +47,12 @@ typedef struct md_probe_rec {
     long long n_packets, n_corrupt;
 } md_probe_rec;
 
+/* Which file: (device, inode, size, modification time in ns) when it was added. All 0: unknown
+ * (videos added before schema 004). */
+typedef struct md_file_id {
+    long long dev, ino, size, mtime_ns;
+} md_file_id;
+
 typedef struct md_video_rec {
     long long id;
     char sha256[65];
@@ -54,8 +60,12 @@ typedef struct md_video_rec {
     md_video_source source;
     char path[MD_STORE_PATH_MAX]; /* the stored file (upload) or the archive file (path) */
     long long size_bytes;
+    md_file_id file;
     long long created_at_ms;
     long long indexed_at_ms; /* 0: not probed yet, and PROBE is meaningless */
+    int has_coverage;        /* 1 once an indexing run recorded the two below */
+    int truncated;           /* the file ended early (cut or damaged) */
+    long long indexed_ms;    /* duration actually decoded and indexed */
     md_probe_rec probe;
     int has_tokens;          /* 1 once an indexing run recorded the counts below */
     long long n_frames, n_segments;
@@ -84,12 +94,15 @@ typedef struct md_video_new {
     const char *sha256, *name, *path;
     md_video_source source;
     long long size_bytes;
+    md_file_id file;
 } md_video_new;
 
 /* A claimed job: what a worker needs to run it. */
 typedef struct md_job_claim {
     long long job_id, video_id;
+    md_video_source source;
     char path[MD_STORE_PATH_MAX];
+    md_file_id file;
 } md_job_claim;
 
 /* One segment embedding of DIM halves (borrowed for the call). */
@@ -165,6 +178,8 @@ md_status md_store_video_delete(md_store *s, long long id, md_video_source *sour
 md_status md_store_video_set_probe(md_store *s, long long id, const md_probe_rec *p);
 /* Damage seen while decoding: the kept count of corrupt packets becomes at least N. */
 md_status md_store_video_add_damage(md_store *s, long long id, long long n);
+/* What the last indexing run covered (md_video_rec.truncated, indexed_ms). */
+md_status md_store_video_set_coverage(md_store *s, long long id, int truncated, long long indexed_ms);
 /* Token accounting of the last indexing run. */
 md_status md_store_video_set_tokens(md_store *s, long long id, long long n_frames, long long n_segments,
                                     int tokens_per_frame, int embed_dim, const char *temporal);
@@ -228,6 +243,7 @@ typedef struct md_store_i {
     md_status (*video_delete)(md_store *s, long long id, md_video_source *source, char *path, size_t pathlen);
     md_status (*video_set_probe)(md_store *s, long long id, const md_probe_rec *p);
     md_status (*video_add_damage)(md_store *s, long long id, long long n);
+    md_status (*video_set_coverage)(md_store *s, long long id, int truncated, long long indexed_ms);
     md_status (*video_set_tokens)(md_store *s, long long id, long long n_frames, long long n_segments,
                                   int tokens_per_frame, int embed_dim, const char *temporal);
     md_status (*job_get)(md_store *s, long long id, md_job_rec *out);

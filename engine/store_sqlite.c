@@ -300,7 +300,8 @@ out:
 #define VIDEO_COLS                                                                                              \
     "v.id, v.name, v.sha256, v.source, v.path, v.size_bytes, v.created_at, v.duration_ms, v.width, v.height, " \
     "v.fps, v.rotation, v.codec, v.format, v.n_streams, v.n_packets, v.n_corrupt, v.indexed_at, "             \
-    "v.n_frames, v.n_segments, v.tokens_per_frame, v.embed_dim, v.temporal, j.id, j.state, j.error "
+    "v.n_frames, v.n_segments, v.tokens_per_frame, v.embed_dim, v.temporal, j.id, j.state, j.error, "         \
+    "v.file_dev, v.file_ino, v.file_mtime_ns, v.truncated, v.indexed_ms "
 #define VIDEO_FROM "FROM videos v LEFT JOIN jobs j ON j.id = (SELECT max(id) FROM jobs WHERE video_id = v.id) "
 
 static void read_video(sqlite3_stmt *st, md_video_rec *v)
@@ -334,6 +335,14 @@ static void read_video(sqlite3_stmt *st, md_video_rec *v)
     v->job_id = sqlite3_column_int64(st, 23);
     v->job_state = state_of((const char *)sqlite3_column_text(st, 24));
     text_col(st, 25, v->job_error, sizeof v->job_error);
+    if (sqlite3_column_type(st, 26) != SQLITE_NULL)
+        v->file = (md_file_id){.dev = sqlite3_column_int64(st, 26),
+                               .ino = sqlite3_column_int64(st, 27),
+                               .size = v->size_bytes,
+                               .mtime_ns = sqlite3_column_int64(st, 28)};
+    v->has_coverage = sqlite3_column_type(st, 29) != SQLITE_NULL;
+    v->truncated = sqlite3_column_int(st, 29);
+    v->indexed_ms = sqlite3_column_int64(st, 30);
 }
 
 static md_status sq_video_insert(md_store *base, const md_video_new *v, long long *video_id, long long *job_id)
@@ -343,8 +352,13 @@ static md_status sq_video_insert(md_store *base, const md_video_new *v, long lon
     int rc = begin(s);
     if (rc != SQLITE_OK)
         return fail(s, rc, "adding a video");
-    rc = run(s, NULL, "INSERT INTO videos (sha256, name, source, path, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-             "ttttii", v->sha256, v->name, md_video_source_name(v->source), v->path, v->size_bytes, now);
+    /* An unknown identity (all 0) is stored as NULL: nothing to check against. */
+    int known = v->file.dev || v->file.ino;
+    rc = run(s, NULL,
+             "INSERT INTO videos (sha256, name, source, path, size_bytes, created_at, file_dev, file_ino, file_mtime_ns) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             "ttttiiIII", v->sha256, v->name, md_video_source_name(v->source), v->path, v->size_bytes, now,
+             known ? v->file.dev : -1LL, known ? v->file.ino : -1LL, known ? v->file.mtime_ns : -1LL);
     if (rc != SQLITE_DONE) {
         md_status st = fail(s, rc, "adding a video");
         rollback(s);
@@ -482,6 +496,14 @@ static md_status sq_video_add_damage(md_store *base, long long id, long long n)
     return rc == SQLITE_DONE ? MD_OK : fail(s, rc, "recording damaged packets");
 }
 
+static md_status sq_video_set_coverage(md_store *base, long long id, int truncated, long long indexed_ms)
+{
+    sq *s = SQ(base);
+    int rc = run(s, NULL, "UPDATE videos SET truncated = ?, indexed_ms = ? WHERE id = ?", "iIi", (long long)!!truncated,
+                 indexed_ms, id);
+    return rc == SQLITE_DONE ? MD_OK : fail(s, rc, "recording what was indexed");
+}
+
 static md_status sq_video_set_tokens(md_store *base, long long id, long long n_frames, long long n_segments,
                                      int tokens_per_frame, int embed_dim, const char *temporal)
 {
@@ -540,16 +562,33 @@ static md_status sq_job_claim(md_store *base, md_job_claim *out)
                      "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1, updated_at = ?1, "
                      "progress_done = 0 "
                      "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) "
-                     "RETURNING id, video_id, (SELECT path FROM videos WHERE id = jobs.video_id)",
+                     "RETURNING id, video_id",
                      "i", md_now_ms());
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         out->job_id = sqlite3_column_int64(st, 0);
         out->video_id = sqlite3_column_int64(st, 1);
-        text_col(st, 2, out->path, sizeof out->path);
         rc = sqlite3_step(st);
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? MD_OK : fail(s, rc, "claiming a job");
+    if (rc != SQLITE_DONE)
+        return fail(s, rc, "claiming a job");
+    if (!out->job_id)
+        return MD_OK;
+    rc = prepare(s, &st, "SELECT source, path, size_bytes, file_dev, file_ino, file_mtime_ns FROM videos WHERE id = ?",
+                 "i", out->video_id);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *src = sqlite3_column_text(st, 0);
+        out->source = src && strcmp((const char *)src, "upload") == 0 ? MD_SOURCE_UPLOAD : MD_SOURCE_PATH;
+        text_col(st, 1, out->path, sizeof out->path);
+        if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+            out->file = (md_file_id){.dev = sqlite3_column_int64(st, 3),
+                                     .ino = sqlite3_column_int64(st, 4),
+                                     .size = sqlite3_column_int64(st, 2),
+                                     .mtime_ns = sqlite3_column_int64(st, 5)};
+        rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? MD_OK : fail(s, rc, "reading a claimed job's video");
 }
 
 static md_status sq_job_progress(md_store *base, long long job_id, long long done, long long total, const char *unit,
@@ -821,6 +860,7 @@ static const md_store_i SQLITE_I = {
     .video_delete = sq_video_delete,
     .video_set_probe = sq_video_set_probe,
     .video_add_damage = sq_video_add_damage,
+    .video_set_coverage = sq_video_set_coverage,
     .video_set_tokens = sq_video_set_tokens,
     .job_get = sq_job_get,
     .job_claim = sq_job_claim,

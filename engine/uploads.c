@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "files.h"
 #include "library_internal.h"
 #include "sha256.h"
 
@@ -137,6 +138,13 @@ md_status md_upload_finish(md_upload *u, cJSON **out, int *created, md_errbuf *e
     }
     moved = 1;
     md_video_new v = {.sha256 = sha, .name = u->name, .path = final_path, .source = MD_SOURCE_UPLOAD, .size_bytes = u->size};
+    /* Which file it is, for the job's check (files.h); the directory is ours, the path is not followed. */
+    char oerr[256];
+    int fd = -1;
+    if (md_open_nofollow(final_path, &fd, oerr, sizeof oerr) == MD_OK)
+        md_file_identity(fd, &v.file);
+    if (fd >= 0)
+        close(fd);
     if ((s = md_store_video_insert(lib->db, &v, &id, NULL)) != MD_OK) {
         md_store_fail(e, s, lib->db);
         goto out;

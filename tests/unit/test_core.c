@@ -917,6 +917,116 @@ static void test_library_index_roots(void)
 
 /* A job left 'running' by a crash is queued again at the next open, and
  * failed once it was interrupted more often than job_retries allows. */
+/* Waits (at most 15 s) for job JOB to leave queued/running; its state and error go to STATE/ERR. */
+static void wait_job_end(md_library *lib, long long job, char *state, size_t slen, char *err, size_t elen)
+{
+    md_errbuf e;
+    state[0] = err[0] = 0;
+    for (int i = 0; i < 750; i++) {
+        cJSON *j = NULL;
+        if (md_library_get_job(lib, job, &j, &e) == MD_OK) {
+            const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(j, "state"));
+            const char *er = cJSON_GetStringValue(cJSON_GetObjectItem(j, "error"));
+            snprintf(state, slen, "%s", st ? st : "");
+            snprintf(err, elen, "%s", er ? er : "");
+        }
+        cJSON_Delete(j);
+        if (state[0] && strcmp(state, "queued") != 0 && strcmp(state, "running") != 0)
+            return;
+        usleep(20000);
+    }
+}
+
+/* A file swapped for a symlink (or a directory on its path swapped, or the file changed) between
+ * the index request and its job is refused by the job, never followed outside the roots. */
+static void test_library_refuses_swapped_files(void)
+{
+    char root[PATH_MAX + 16], outside[PATH_MAX + 16], dir[PATH_MAX + 16], p[PATH_MAX + 64], q[PATH_MAX + 64];
+    snprintf(root, sizeof root, "%s/swap-archive", g_tmp);
+    snprintf(outside, sizeof outside, "%s/swap-private", g_tmp);
+    snprintf(dir, sizeof dir, "%s/swap-lib", g_tmp);
+    mkdir(root, 0755);
+    mkdir(outside, 0755);
+    snprintf(p, sizeof p, "%s/sub", root);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/sub", outside);
+    mkdir(p, 0755);
+    const char *names[3] = {"a.mp4", "sub/b.mp4", "c.mp4"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, names[i]);
+        char body[8] = {'f', 'i', 'l', 'e', (char)('0' + i), 0};
+        tu_write_file(p, body, 5);
+        snprintf(p, sizeof p, "%s/%s", outside, names[i]);
+        tu_write_file(p, "secret", 6);
+    }
+    char *canon = realpath(root, NULL);
+    md_library_params lp = md_library_default_params();
+    lp.data_dir = dir;
+    lp.workers = 1;
+    lp.debug_job_delay_ms = 400; /* each job waits before it opens its file: time to swap */
+    const char *roots[1] = {canon};
+    lp.allowed_roots = roots;
+    lp.n_allowed_roots = 1;
+    md_library *lib = NULL;
+    md_errbuf e;
+    CHECK_EQ_INT(md_library_open(&lp, &lib, &e), MD_OK);
+    free(canon);
+    if (!lib)
+        return;
+    const char *paths[1] = {root};
+    cJSON *res = NULL;
+    CHECK_EQ_INT(md_library_index_paths(lib, paths, 1, &res, &e), MD_OK);
+    cJSON *queued = cJSON_GetObjectItem(res, "queued");
+    CHECK_EQ_INT(cJSON_GetArraySize(queued), 3);
+    long long jobs[3] = {0, 0, 0};
+    cJSON *it;
+    cJSON_ArrayForEach(it, queued)
+    {
+        const char *path = cJSON_GetStringValue(cJSON_GetObjectItem(it, "path"));
+        long long jid = json_int(it, "job", "id");
+        for (int i = 0; path && i < 3; i++) {
+            size_t lp_ = strlen(path), ln = strlen(names[i]);
+            if (lp_ > ln && strcmp(path + lp_ - ln, names[i]) == 0 && path[lp_ - ln - 1] == '/')
+                jobs[i] = jid;
+        }
+    }
+    cJSON_Delete(res);
+    CHECK(jobs[0] > 0 && jobs[1] > 0 && jobs[2] > 0);
+    /* a.mp4 becomes a symlink to the outside file; sub/ becomes a symlink to the outside sub/;
+     * c.mp4 keeps its inode but changes its content. */
+    snprintf(p, sizeof p, "%s/a.mp4", root);
+    snprintf(q, sizeof q, "%s/a.mp4", outside);
+    unlink(p);
+    CHECK(symlink(q, p) == 0);
+    snprintf(p, sizeof p, "%s/sub", root);
+    snprintf(q, sizeof q, "%s/sub-moved", root);
+    CHECK(rename(p, q) == 0);
+    snprintf(q, sizeof q, "%s/sub", outside);
+    CHECK(symlink(q, p) == 0);
+    snprintf(p, sizeof p, "%s/c.mp4", root);
+    FILE *f = fopen(p, "ab");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("more", f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(md_library_start(lib, &e), MD_OK);
+    const char *want[3] = {"symbolic link", "symbolic link", "changed since it was added"};
+    for (int i = 0; i < 3; i++) {
+        char state[32], err[700];
+        wait_job_end(lib, jobs[i], state, sizeof state, err, sizeof err);
+        CHECK_STR(state, "failed");
+        if (!strstr(err, want[i]))
+            fprintf(stderr, "  %s: error '%s' (want '%s')\n", names[i], err, want[i]);
+        CHECK(strstr(err, want[i]) != NULL);
+    }
+    md_library_stats st;
+    CHECK_EQ_INT(md_library_stats_get(lib, &st, &e), MD_OK);
+    CHECK_EQ_INT(st.failures[MD_FAIL_REFUSED], 3);
+    CHECK(st.stage_seconds[MD_STAGE_PROBE] == 0); /* no file was probed: none was read */
+    md_library_close(lib);
+}
+
 /* One library per data directory: a second open is refused, naming the directory and the PID
  * holding it, and closing the first releases it. */
 static void test_library_lock(void)
@@ -1004,6 +1114,7 @@ int main(int argc, char **argv)
     RUN(test_store_rejects_garbage);
     RUN(test_library_upload_dedupe_delete);
     RUN(test_library_index_roots);
+    RUN(test_library_refuses_swapped_files);
     RUN(test_library_lock);
     RUN(test_library_recovers_jobs);
     char cmd[PATH_MAX + 16];
