@@ -9,6 +9,7 @@
  *                     (md_data_dir_lock)
  *   videos/<sha256>   uploaded videos, content-addressed: the same bytes are stored once
  *   tmp/              uploads in progress; emptied at start-up (a crash leaves partial files)
+ *   .reserve          4 MiB kept free for the database, released when a delete meets a full disk
  *
  * Concurrency: request-side calls share one store connection (lib->db) under lib->db_mu; each
  * worker has its own connection.
@@ -72,6 +73,34 @@ void md_library_count_failure(md_library *lib, md_fail_reason r)
     pthread_mutex_lock(&lib->stats_mu);
     lib->failures[r]++;
     pthread_mutex_unlock(&lib->stats_mu);
+}
+
+/* Enough for the database to record deletes (WAL frames of the rows and index pages they touch)
+ * when the disk is otherwise full. */
+#define MD_RESERVE_BYTES (4LL << 20)
+
+void md_library_keep_reserve(md_library *lib)
+{
+    struct stat sb;
+    if (stat(lib->reserve_path, &sb) == 0 && sb.st_size >= MD_RESERVE_BYTES)
+        return;
+    int fd = open(lib->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    int rc = posix_fallocate(fd, 0, MD_RESERVE_BYTES);
+    close(fd);
+    if (rc != 0)
+        unlink(lib->reserve_path); /* no room yet: try again after the next delete */
+}
+
+int md_library_release_reserve(md_library *lib)
+{
+    if (unlink(lib->reserve_path) != 0)
+        return 0;
+    md_warn("library: disk full: released the %lld MiB reserve (%s) so that a delete can be written; free some "
+            "space, it is taken back when there is room",
+            MD_RESERVE_BYTES >> 20, lib->reserve_path);
+    return 1;
 }
 
 static md_status mkdir_p(const char *path, md_errbuf *e)
@@ -203,11 +232,13 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_errbu
     snprintf(lib->videos_dir, sizeof lib->videos_dir, "%s/videos", lib->data_dir);
     snprintf(lib->tmp_dir, sizeof lib->tmp_dir, "%s/tmp", lib->data_dir);
     snprintf(lib->db_path, sizeof lib->db_path, "%s/momentd.db", lib->data_dir);
+    snprintf(lib->reserve_path, sizeof lib->reserve_path, "%s/.reserve", lib->data_dir);
     if (!p->lock && (s = md_data_dir_lock(lib->data_dir, &lib->own_lock, e)) != MD_OK)
         goto out;
     if ((s = mkdir_p(lib->videos_dir, e)) != MD_OK || (s = mkdir_p(lib->tmp_dir, e)) != MD_OK)
         goto out;
     clean_tmp(lib);
+    md_library_keep_reserve(lib);
     if ((s = md_store_open(lib->db_path, &lib->db, err, sizeof err)) != MD_OK) {
         md_fail(e, s, "%s", err);
         goto out;

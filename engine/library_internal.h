@@ -26,7 +26,7 @@ struct md_library {
     md_library_params p;
     char *data_dir;
     char **roots;
-    char videos_dir[PATH_MAX], tmp_dir[PATH_MAX], db_path[PATH_MAX + 16];
+    char videos_dir[PATH_MAX], tmp_dir[PATH_MAX], db_path[PATH_MAX + 16], reserve_path[PATH_MAX + 16];
     md_dir_lock *own_lock; /* the data directory's lock when open took it (p.lock was NULL) */
 
     md_store *db; /* request side, under db_mu */
@@ -58,6 +58,12 @@ struct md_library {
 /* library.c: the shutdown flag, and waking idle workers when jobs were queued. */
 int md_library_stopping(md_library *lib);
 void md_library_wake(md_library *lib);
+
+/* library.c: the disk-space reserve (DATA_DIR/.reserve, MD_RESERVE_BYTES), so that a delete can
+ * be written on a full disk. Release returns 1 when it freed the room (then retry the write);
+ * keep recreates it when there is room again (best effort). Caller holds db_mu for release. */
+int md_library_release_reserve(md_library *lib);
+void md_library_keep_reserve(md_library *lib);
 
 /* library.c: adds to the counters of md_library_stats. */
 void md_library_count_stage(md_library *lib, md_stage s, double seconds);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../base/log.h"
 #include "store_impl.h"
@@ -259,6 +260,14 @@ static md_status sq_open(const char *path, md_store **out, char *err, size_t err
         return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     s->base.i = &SQLITE_I;
     snprintf(s->path, sizeof s->path, "%s", path);
+    /* An empty file opens as an empty library, which looks like every video was lost: say so. */
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        md_info("store: creating a new database at %s", path);
+    else if (sb.st_size == 0)
+        md_warn("store: %s is an empty file (0 bytes): starting a new, empty library in it; if your videos "
+                "should be here, stop momentd and restore the database from a backup",
+                path);
     int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: cannot open database: %s", path, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));

@@ -246,18 +246,36 @@ md_status md_library_delete_video(md_library *lib, long long id, md_errbuf *e)
 {
     char path[MD_STORE_PATH_MAX] = "";
     md_video_source src = MD_SOURCE_PATH;
+    md_video_rec *v = malloc(sizeof *v);
+    if (!v)
+        return md_fail(e, MD_ERR_NOMEM, "out of memory");
     pthread_mutex_lock(&lib->db_mu);
-    md_status s = md_store_video_delete(lib->db, id, &src, path, sizeof path);
-    if (s != MD_OK)
+    md_status s = md_store_video_get(lib->db, id, v);
+    if (s != MD_OK) {
         md_store_fail(e, s, lib->db);
-    if (s == MD_OK && lib->index)
+        goto out;
+    }
+    /* Delete first, write later: on a full disk an upload's own file is what frees the room the
+     * database needs to record the delete. Only files we stored are ours to remove; archive files
+     * indexed in place stay. */
+    if (v->source == MD_SOURCE_UPLOAD && unlink(v->path) != 0 && errno != ENOENT)
+        md_warn("library: cannot remove %s of video %lld: %s", v->path, id, strerror(errno));
+    s = md_store_video_delete(lib->db, id, &src, path, sizeof path);
+    if (s == MD_ERR_NO_SPACE && md_library_release_reserve(lib))
+        s = md_store_video_delete(lib->db, id, &src, path, sizeof path);
+    if (s != MD_OK) {
+        md_store_fail(e, s, lib->db);
+        goto out;
+    }
+    if (lib->index)
         md_index_remove_video(lib->index, id); /* gone from results at once */
-    /* Only files we stored are ours to remove; archive files indexed in place stay. */
-    if (s == MD_OK && src == MD_SOURCE_UPLOAD && unlink(path) != 0 && errno != ENOENT)
-        md_warn("library: video %lld deleted but its file %s stays: %s", id, path, strerror(errno));
+out:
     pthread_mutex_unlock(&lib->db_mu);
-    if (s == MD_OK)
+    free(v);
+    if (s == MD_OK) {
         md_info("library: deleted video %lld", id);
+        md_library_keep_reserve(lib);
+    }
     return s;
 }
 

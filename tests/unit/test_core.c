@@ -736,6 +736,32 @@ static void test_store_migrates_old_ids(void)
     md_store_close(s);
 }
 
+/* A 0-byte database file opens as a new library, with a warning that says so (the log). */
+static void test_store_warns_on_empty_file(void)
+{
+    char db[PATH_MAX + 16], logf[PATH_MAX + 16], err[512];
+    snprintf(db, sizeof db, "%s/empty.db", g_tmp);
+    snprintf(logf, sizeof logf, "%s/empty.log", g_tmp);
+    tu_write_file(db, "", 0);
+    fflush(stderr);
+    int saved = dup(2), fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(saved >= 0 && fd >= 0);
+    if (saved < 0 || fd < 0)
+        return;
+    dup2(fd, 2);
+    close(fd);
+    md_store *s = NULL;
+    md_status st = md_store_open(db, &s, err, sizeof err);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    CHECK_EQ_INT(st, MD_OK);
+    md_store_close(s);
+    char *log = tu_read_file(logf, NULL);
+    CHECK(log && strstr(log, "empty file (0 bytes)") && strstr(log, "empty.db"));
+    free(log);
+}
+
 static void test_store_rejects_garbage(void)
 {
     char db[PATH_MAX + 16], err[512] = "";
@@ -1111,6 +1137,7 @@ int main(int argc, char **argv)
     RUN(test_store_migrations);
     RUN(test_store_records);
     RUN(test_store_migrates_old_ids);
+    RUN(test_store_warns_on_empty_file);
     RUN(test_store_rejects_garbage);
     RUN(test_library_upload_dedupe_delete);
     RUN(test_library_index_roots);
