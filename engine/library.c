@@ -214,6 +214,8 @@ md_status md_library_open(const md_library_params *p, md_library **out, md_errbu
     lib->p = *p;
     pthread_mutex_init(&lib->db_mu, NULL);
     pthread_mutex_init(&lib->stats_mu, NULL);
+    pthread_mutex_init(&lib->pic_mu, NULL);
+    pthread_cond_init(&lib->pic_cv, NULL);
     pthread_mutex_init(&lib->q_mu, NULL);
     pthread_cond_init(&lib->q_cv, NULL);
     if (!(lib->data_dir = strdup(p->data_dir)) ||
@@ -291,5 +293,7 @@ void md_library_close(md_library *lib)
     pthread_mutex_destroy(&lib->q_mu);
     pthread_mutex_destroy(&lib->db_mu);
     pthread_mutex_destroy(&lib->stats_mu);
+    pthread_cond_destroy(&lib->pic_cv);
+    pthread_mutex_destroy(&lib->pic_mu);
     free(lib);
 }

@@ -38,6 +38,11 @@ struct md_library {
     pthread_t *threads;
     int n_threads;
 
+    /* Picture queries being decoded (query.c): at most MD_PICTURE_DECODES_MAX, under pic_mu. */
+    pthread_mutex_t pic_mu;
+    pthread_cond_t pic_cv;
+    int pic_busy;
+
     /* Counters since start-up (md_library_stats), under stats_mu. */
     pthread_mutex_t stats_mu;
     double stage_seconds[MD_STAGE_COUNT];

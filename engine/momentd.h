@@ -167,6 +167,8 @@ typedef struct md_search_query {
 #define MD_GROUND_TOP_N_MAX 100
 #define MD_MAX_QUERY_BYTES 1000        /* query text, in bytes */
 #define MD_ID_MAX ((long long)1 << 53) /* ids are >= 1 and exact in a JSON number */
+#define MD_PICTURE_DECODES_MAX 2       /* picture queries decoded at once; more wait their turn */
+#define MD_PICTURE_WAIT_S 30           /* ... at most this long, then 503 */
 
 /* Library settings (md_library_params, and the server's settings of the same names). */
 #define MD_WORKERS_MIN 1

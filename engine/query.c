@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../video/video.h"
 #include "library_internal.h"
@@ -65,6 +66,33 @@ cJSON *md_library_model_json(md_library *lib)
     return m;
 }
 
+/* Waits (at most MD_PICTURE_WAIT_S) for one of the MD_PICTURE_DECODES_MAX picture slots; 0 when
+ * none came free. */
+static int picture_slot_take(md_library *lib)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += MD_PICTURE_WAIT_S;
+    int got = 1;
+    pthread_mutex_lock(&lib->pic_mu);
+    while (lib->pic_busy >= MD_PICTURE_DECODES_MAX && got)
+        got = pthread_cond_timedwait(&lib->pic_cv, &lib->pic_mu, &until) == 0;
+    if (lib->pic_busy < MD_PICTURE_DECODES_MAX) {
+        lib->pic_busy++;
+        got = 1;
+    }
+    pthread_mutex_unlock(&lib->pic_mu);
+    return got;
+}
+
+static void picture_slot_give(md_library *lib)
+{
+    pthread_mutex_lock(&lib->pic_mu);
+    lib->pic_busy--;
+    pthread_cond_signal(&lib->pic_cv);
+    pthread_mutex_unlock(&lib->pic_mu);
+}
+
 /* 1 when VIDEO_ID exists. */
 static int video_exists(md_library *lib, long long id)
 {
@@ -98,7 +126,14 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
         float *px = malloc((size_t)3 * S * S * sizeof *px);
         if (!px)
             return md_fail(e, MD_ERR_NOMEM, "out of memory");
+        /* Decoding a picture can take hundreds of MB however small the upload: a few at a time. */
+        if (!picture_slot_take(lib)) {
+            free(px);
+            return md_fail(e, MD_ERR_UNAVAILABLE, "too many picture queries at once (%d decode at a time); try again",
+                           MD_PICTURE_DECODES_MAX);
+        }
         s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
+        picture_slot_give(lib);
         if (s == MD_OK)
             s = md_clip_embed_images(lib->clip, px, 1, emb, NULL, err, sizeof err);
         free(px);
