@@ -9,6 +9,7 @@
  */
 #define _XOPEN_SOURCE 700
 #define _DEFAULT_SOURCE
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +410,9 @@ void *md_worker_main(void *arg)
         }
         if (s == MD_OK && jc.job_id) {
             run_job(w, &jc);
+            /* A job's frames and decoder buffers are freed, but glibc keeps the pages: give them
+             * back, so that one big video does not keep the daemon large until the next. */
+            malloc_trim(0);
             continue;
         }
         /* Nothing to do: sleep until woken by a new job, or poll again after a while. */
