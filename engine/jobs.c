@@ -371,7 +371,13 @@ static void run_job(worker *w, const md_job_claim *jc)
                 md_mono_s() - t0, vi.codec, vi.width, vi.height, vi.duration_ms / 1000.0, vi.n_video_packets,
                 vi.n_corrupt_packets, n_segments);
     } else if (s == MD_ERR_CANCELLED && c.deleted) {
-        md_info("job %lld: video was deleted, job dropped", jc->job_id);
+        /* The job is no longer running: cancelled (its row says so, and keeps what it committed)
+         * or gone with its deleted video. */
+        md_job_rec jr;
+        if (md_store_job_get(db, jc->job_id, &jr) == MD_OK && jr.state == MD_JOB_CANCELLED)
+            md_info("job %lld: cancelled; stopped after %lld committed segments", jc->job_id, n_segments);
+        else
+            md_info("job %lld: video was deleted, job dropped", jc->job_id);
     } else if (s == MD_ERR_CANCELLED) {
         requeue(&c);
     } else {

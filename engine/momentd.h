@@ -133,6 +133,19 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
 
 md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_errbuf *e);
 
+/* Jobs, newest first. STATE ("queued", "running", "done", "failed", "cancelled"; NULL any),
+ * VIDEO_ID (0 any), KIND (NULL any). *OUT: {"jobs": [...], "total", "limit", "offset",
+ * "next_offset"}. MD_ERR_INVALID for an unknown state. */
+md_status md_library_list_jobs(md_library *lib, const char *state, long long video_id, const char *kind,
+                               long long limit, long long offset, cJSON **out, md_errbuf *e);
+/* Cancels a job: a queued one at once; a running one is marked cancelled now and its worker stops
+ * at its next window, keeping the segments it committed. *OUT: the job. MD_ERR_NOT_FOUND, or
+ * MD_ERR_CONFLICT when it has already ended. */
+md_status md_library_cancel_job(md_library *lib, long long id, cJSON **out, md_errbuf *e);
+/* Queues the video again (a failed or cancelled one, or a finished one to index anew). *OUT:
+ * {"video", "job"}. MD_ERR_NOT_FOUND, or MD_ERR_CONFLICT while it is queued or being indexed. */
+md_status md_library_reindex_video(md_library *lib, long long id, cJSON **out, md_errbuf *e);
+
 /* Search. Exactly one of TEXT, IMAGE_PATH, or VIDEO_ID (> 0) with T_S gives the query:
  * text, query by example with a picture (any image or video file FFmpeg reads: its first
  * frame), or "more moments like" the segment of VIDEO_ID at T_S seconds. */

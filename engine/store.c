@@ -57,6 +57,15 @@ md_status md_store_video_set_tokens(md_store *s, long long id, long long n_frame
 }
 md_status md_store_job_get(md_store *s, long long id, md_job_rec *out) { return CALL(s, job_get, id, out); }
 md_status md_store_job_claim(md_store *s, md_job_claim *out) { return CALL(s, job_claim, out); }
+md_status md_store_job_list(md_store *s, const md_job_query *q, md_job_rec **out, int *n, long long *total)
+{
+    return CALL(s, job_list, q, out, n, total);
+}
+md_status md_store_job_cancel(md_store *s, long long id, md_job_state *state) { return CALL(s, job_cancel, id, state); }
+md_status md_store_video_reindex(md_store *s, long long video_id, long long *job_id)
+{
+    return CALL(s, video_reindex, video_id, job_id);
+}
 md_status md_store_job_progress(md_store *s, long long job_id, long long done, long long total, const char *unit,
                                 int *gone)
 {
@@ -105,6 +114,7 @@ const char *md_job_state_name(md_job_state s)
     case MD_JOB_RUNNING: return "running";
     case MD_JOB_DONE: return "done";
     case MD_JOB_FAILED: return "failed";
+    case MD_JOB_CANCELLED: return "cancelled";
     }
     return "unknown";
 }

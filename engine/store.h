@@ -29,7 +29,7 @@
 typedef struct md_store md_store;
 
 typedef enum md_video_source { MD_SOURCE_UPLOAD, MD_SOURCE_PATH } md_video_source;
-typedef enum md_job_state { MD_JOB_QUEUED, MD_JOB_RUNNING, MD_JOB_DONE, MD_JOB_FAILED } md_job_state;
+typedef enum md_job_state { MD_JOB_QUEUED, MD_JOB_RUNNING, MD_JOB_DONE, MD_JOB_FAILED, MD_JOB_CANCELLED } md_job_state;
 
 #define MD_STORE_NAME_MAX 256  /* bytes of a video name, with the terminating NUL */
 #define MD_STORE_PATH_MAX 4096 /* bytes of a stored path, with the terminating NUL */
@@ -96,6 +96,14 @@ typedef struct md_video_new {
     long long size_bytes;
     md_file_id file;
 } md_video_new;
+
+/* Which jobs md_store_job_list returns: every field is a filter unless unset. */
+typedef struct md_job_query {
+    int state;          /* an md_job_state, or -1 for any */
+    long long video_id; /* 0: any */
+    const char *kind;   /* NULL: any */
+    long long limit, offset;
+} md_job_query;
 
 /* A claimed job: what a worker needs to run it. */
 typedef struct md_job_claim {
@@ -188,6 +196,14 @@ md_status md_store_video_set_tokens(md_store *s, long long id, long long n_frame
 
 /* MD_ERR_NOT_FOUND for an unknown id. */
 md_status md_store_job_get(md_store *s, long long id, md_job_rec *out);
+/* Jobs matching Q, newest first: *OUT a malloc'd array of *N records (free()), *TOTAL all matches. */
+md_status md_store_job_list(md_store *s, const md_job_query *q, md_job_rec **out, int *n, long long *total);
+/* Cancels a queued or running job (state cancelled at once; a running job's worker finds out at its
+ * next write and stops, keeping what it committed). MD_ERR_NOT_FOUND for an unknown id,
+ * MD_ERR_CONFLICT when the job has already ended (*STATE says how). */
+md_status md_store_job_cancel(md_store *s, long long id, md_job_state *state);
+/* Queues a new index job for VIDEO_ID. MD_ERR_CONFLICT while its latest job is queued or running. */
+md_status md_store_video_reindex(md_store *s, long long video_id, long long *job_id);
 /* Claims the oldest queued job (state running, attempts + 1, progress from 0); two connections
  * never claim the same job. OUT->job_id = 0 when none is queued. */
 md_status md_store_job_claim(md_store *s, md_job_claim *out);
@@ -248,6 +264,9 @@ typedef struct md_store_i {
                                   int tokens_per_frame, int embed_dim, const char *temporal);
     md_status (*job_get)(md_store *s, long long id, md_job_rec *out);
     md_status (*job_claim)(md_store *s, md_job_claim *out);
+    md_status (*job_list)(md_store *s, const md_job_query *q, md_job_rec **out, int *n, long long *total);
+    md_status (*job_cancel)(md_store *s, long long id, md_job_state *state);
+    md_status (*video_reindex)(md_store *s, long long video_id, long long *job_id);
     md_status (*job_progress)(md_store *s, long long job_id, long long done, long long total, const char *unit,
                               int *gone);
     md_status (*job_finish)(md_store *s, long long job_id, md_job_state state, const char *error);

@@ -158,6 +158,7 @@ static md_job_state state_of(const char *t)
     return strcmp(t, "running") == 0 ? MD_JOB_RUNNING
            : strcmp(t, "done") == 0  ? MD_JOB_DONE
            : strcmp(t, "failed") == 0 ? MD_JOB_FAILED
+           : strcmp(t, "cancelled") == 0 ? MD_JOB_CANCELLED
                                       : MD_JOB_QUEUED;
 }
 
@@ -526,38 +527,146 @@ static md_status sq_video_set_tokens(md_store *base, long long id, long long n_f
 
 /* ---- jobs --------------------------------------------------------------------------------- */
 
+#define JOB_COLS                                                                                       \
+    "id, video_id, kind, state, progress_done, progress_total, progress_unit, error, attempts, created_at, " \
+    "updated_at, started_at, finished_at "
+
+static void read_job(sqlite3_stmt *st, md_job_rec *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(st, 0);
+    out->video_id = sqlite3_column_int64(st, 1);
+    text_col(st, 2, out->kind, sizeof out->kind);
+    out->state = state_of((const char *)sqlite3_column_text(st, 3));
+    out->progress_done = sqlite3_column_int64(st, 4);
+    out->progress_total = sqlite3_column_int64(st, 5);
+    text_col(st, 6, out->progress_unit, sizeof out->progress_unit);
+    text_col(st, 7, out->error, sizeof out->error);
+    out->attempts = sqlite3_column_int(st, 8);
+    out->created_at_ms = sqlite3_column_int64(st, 9);
+    out->updated_at_ms = sqlite3_column_int64(st, 10);
+    out->started_at_ms = sqlite3_column_int64(st, 11); /* NULL reads as 0: not yet */
+    out->finished_at_ms = sqlite3_column_int64(st, 12);
+}
+
 static md_status sq_job_get(md_store *base, long long id, md_job_rec *out)
 {
     sq *s = SQ(base);
     sqlite3_stmt *st = NULL;
     md_status ret = MD_OK;
-    int rc = prepare(s, &st,
-                     "SELECT id, video_id, kind, state, progress_done, progress_total, progress_unit, error, attempts, "
-                     "created_at, updated_at, started_at, finished_at FROM jobs WHERE id = ?",
-                     "i", id);
+    int rc = prepare(s, &st, "SELECT " JOB_COLS "FROM jobs WHERE id = ?", "i", id);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = sqlite3_column_int64(st, 0);
-        out->video_id = sqlite3_column_int64(st, 1);
-        text_col(st, 2, out->kind, sizeof out->kind);
-        out->state = state_of((const char *)sqlite3_column_text(st, 3));
-        out->progress_done = sqlite3_column_int64(st, 4);
-        out->progress_total = sqlite3_column_int64(st, 5);
-        text_col(st, 6, out->progress_unit, sizeof out->progress_unit);
-        text_col(st, 7, out->error, sizeof out->error);
-        out->attempts = sqlite3_column_int(st, 8);
-        out->created_at_ms = sqlite3_column_int64(st, 9);
-        out->updated_at_ms = sqlite3_column_int64(st, 10);
-        out->started_at_ms = sqlite3_column_int64(st, 11);  /* NULL reads as 0: not yet */
-        out->finished_at_ms = sqlite3_column_int64(st, 12);
-    } else if (rc == SQLITE_DONE) {
+    if (rc == SQLITE_ROW)
+        read_job(st, out);
+    else if (rc == SQLITE_DONE)
         ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOT_FOUND, "no job with id %lld", id);
-    } else {
+    else
         ret = fail(s, rc, "reading a job");
-    }
     sqlite3_finalize(st);
+    return ret;
+}
+
+static md_status sq_job_list(md_store *base, const md_job_query *q, md_job_rec **out, int *n, long long *total)
+{
+    sq *s = SQ(base);
+    sqlite3_stmt *st = NULL;
+    md_job_rec *arr = NULL;
+    int cnt = 0, cap = 0;
+    md_status ret = MD_OK;
+    const char *state = q->state >= 0 ? md_job_state_name((md_job_state)q->state) : NULL;
+    *out = NULL;
+    *n = 0;
+    /* NULL filters match everything ("?1 IS NULL OR ..."), so one statement serves every query. */
+#define JOB_WHERE "WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR video_id = ?2) AND (?3 IS NULL OR kind = ?3) "
+    int rc = prepare(s, &st, "SELECT count(*) FROM jobs " JOB_WHERE, "tIt", state, q->video_id > 0 ? q->video_id : -1LL,
+                     q->kind);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        *total = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return fail(s, rc, "counting jobs");
+    rc = prepare(s, &st, "SELECT " JOB_COLS "FROM jobs " JOB_WHERE "ORDER BY id DESC LIMIT ?4 OFFSET ?5", "tItii",
+                 state, q->video_id > 0 ? q->video_id : -1LL, q->kind, q->limit, q->offset);
+#undef JOB_WHERE
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            int nc = cap ? 2 * cap : 16;
+            md_job_rec *na = realloc(arr, (size_t)nc * sizeof *na);
+            if (!na) {
+                ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory listing jobs");
+                goto out;
+            }
+            arr = na;
+            cap = nc;
+        }
+        read_job(st, &arr[cnt++]);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = fail(s, rc, "listing jobs");
+        goto out;
+    }
+    *out = arr;
+    *n = cnt;
+    arr = NULL;
+out:
+    sqlite3_finalize(st);
+    free(arr);
+    return ret;
+}
+
+static md_status sq_job_cancel(md_store *base, long long id, md_job_state *state)
+{
+    sq *s = SQ(base);
+    long long now = md_now_ms();
+    int changes = 0;
+    int rc = run(s, &changes,
+                 "UPDATE jobs SET state = 'cancelled', finished_at = ?1, updated_at = ?1 "
+                 "WHERE id = ?2 AND state IN ('queued', 'running')",
+                 "ii", now, id);
+    if (rc != SQLITE_DONE)
+        return fail(s, rc, "cancelling a job");
+    md_job_rec j;
+    md_status ret = sq_job_get(base, id, &j);
+    if (ret != MD_OK)
+        return ret;
+    *state = j.state;
+    if (!changes)
+        return md_errf(s->base.err, sizeof s->base.err, MD_ERR_CONFLICT, "job %lld has already ended (%s)", id,
+                       md_job_state_name(j.state));
+    return MD_OK;
+}
+
+static md_status sq_video_reindex(md_store *base, long long video_id, long long *job_id)
+{
+    sq *s = SQ(base);
+    long long now = md_now_ms();
+    int changes = 0;
+    int rc = begin(s);
+    if (rc != SQLITE_OK)
+        return fail(s, rc, "queueing a job");
+    md_video_rec *v = malloc(sizeof *v);
+    md_status ret = v ? sq_video_get(base, video_id, v) : MD_ERR_NOMEM;
+    if (ret == MD_OK && v->job_id && (v->job_state == MD_JOB_QUEUED || v->job_state == MD_JOB_RUNNING))
+        ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_CONFLICT, "video %lld is %s already (job %lld)", video_id,
+                      v->job_state == MD_JOB_QUEUED ? "queued" : "being indexed", v->job_id);
+    if (ret == MD_OK) {
+        rc = run(s, &changes,
+                 "INSERT INTO jobs (video_id, kind, state, created_at, updated_at) VALUES (?1, 'index', 'queued', ?2, ?2)",
+                 "ii", video_id, now);
+        if (rc != SQLITE_DONE)
+            ret = fail(s, rc, "queueing a job");
+        else
+            *job_id = sqlite3_last_insert_rowid(s->db);
+    }
+    if (ret == MD_OK && (rc = commit(s)) != SQLITE_OK)
+        ret = fail(s, rc, "committing a job");
+    if (ret != MD_OK)
+        rollback(s);
+    if (ret == MD_ERR_NOMEM)
+        md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory");
+    free(v);
     return ret;
 }
 
@@ -873,6 +982,9 @@ static const md_store_i SQLITE_I = {
     .video_set_tokens = sq_video_set_tokens,
     .job_get = sq_job_get,
     .job_claim = sq_job_claim,
+    .job_list = sq_job_list,
+    .job_cancel = sq_job_cancel,
+    .video_reindex = sq_video_reindex,
     .job_progress = sq_job_progress,
     .job_finish = sq_job_finish,
     .job_requeue = sq_job_requeue,

@@ -58,6 +58,7 @@ static const char *video_status(const md_video_rec *v)
     case MD_JOB_DONE: return "ready";
     case MD_JOB_FAILED: return "failed";
     case MD_JOB_RUNNING: return "indexing";
+    case MD_JOB_CANCELLED: return "cancelled";
     case MD_JOB_QUEUED: break;
     }
     return "queued";
@@ -239,6 +240,82 @@ md_status md_library_get_job(md_library *lib, long long id, cJSON **out, md_errb
     pthread_mutex_unlock(&lib->db_mu);
     if (s == MD_OK && !(*out = md_job_json(&j)))
         s = md_fail(e, MD_ERR_NOMEM, "out of memory");
+    return s;
+}
+
+md_status md_library_list_jobs(md_library *lib, const char *state, long long video_id, const char *kind,
+                               long long limit, long long offset, cJSON **out, md_errbuf *e)
+{
+    md_job_query q = {.state = -1, .video_id = video_id, .kind = kind, .limit = limit, .offset = offset};
+    *out = NULL;
+    if (state) {
+        for (int s = MD_JOB_QUEUED; s <= MD_JOB_CANCELLED; s++)
+            if (strcmp(state, md_job_state_name((md_job_state)s)) == 0)
+                q.state = s;
+        if (q.state < 0)
+            return md_fail(e, MD_ERR_INVALID, "'state' must be queued, running, done, failed or cancelled, not '%.40s'",
+                           state);
+    }
+    md_job_rec *recs = NULL;
+    int n = 0;
+    long long total = 0;
+    pthread_mutex_lock(&lib->db_mu);
+    md_status s = md_store_job_list(lib->db, &q, &recs, &n, &total);
+    if (s != MD_OK)
+        md_store_fail(e, s, lib->db);
+    pthread_mutex_unlock(&lib->db_mu);
+    if (s != MD_OK)
+        return s;
+    cJSON *res = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(res, "jobs");
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, md_job_json(&recs[i]));
+    free(recs);
+    cJSON_AddNumberToObject(res, "total", (double)total);
+    cJSON_AddNumberToObject(res, "limit", (double)limit);
+    cJSON_AddNumberToObject(res, "offset", (double)offset);
+    if (offset + limit < total)
+        cJSON_AddNumberToObject(res, "next_offset", (double)(offset + limit));
+    else
+        cJSON_AddNullToObject(res, "next_offset");
+    *out = res;
+    return MD_OK;
+}
+
+md_status md_library_cancel_job(md_library *lib, long long id, cJSON **out, md_errbuf *e)
+{
+    md_job_state was = MD_JOB_QUEUED;
+    md_job_rec j;
+    *out = NULL;
+    pthread_mutex_lock(&lib->db_mu);
+    md_status s = md_store_job_cancel(lib->db, id, &was);
+    if (s == MD_OK)
+        s = md_store_job_get(lib->db, id, &j);
+    if (s != MD_OK)
+        md_store_fail(e, s, lib->db);
+    pthread_mutex_unlock(&lib->db_mu);
+    if (s != MD_OK)
+        return s;
+    md_info("job %lld: cancelled", id);
+    if (!(*out = md_job_json(&j)))
+        return md_fail(e, MD_ERR_NOMEM, "out of memory");
+    return MD_OK;
+}
+
+md_status md_library_reindex_video(md_library *lib, long long id, cJSON **out, md_errbuf *e)
+{
+    long long job = 0;
+    *out = NULL;
+    pthread_mutex_lock(&lib->db_mu);
+    md_status s = md_store_video_reindex(lib->db, id, &job);
+    if (s != MD_OK)
+        md_store_fail(e, s, lib->db);
+    else
+        s = md_video_and_job_locked(lib, id, out, e);
+    pthread_mutex_unlock(&lib->db_mu);
+    if (s == MD_OK) {
+        md_info("library: video %lld queued again (job %lld)", id, job);
+        md_library_wake(lib);
+    }
     return s;
 }
 

@@ -736,6 +736,46 @@ static void test_store_migrates_old_ids(void)
     md_store_close(s);
 }
 
+/* Migration 005 rebuilds jobs once more: the id of a deleted newest job is still never reused. */
+static void test_store_migration_keeps_sequence(void)
+{
+    char db[PATH_MAX + 16], err[512], sql[1024], sha[3][65];
+    snprintf(db, sizeof db, "%s/seq.db", g_tmp);
+    for (int v = 1; v <= 4; v++) {
+        static const char *files[4] = {"001-init.sql", "002-temporal.sql", "003-ids.sql", "004-file-identity.sql"};
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof path, "%sschema/%s", tu_repo_root(), files[v - 1]);
+        char *text = tu_read_file(path, NULL);
+        CHECK(text != NULL);
+        if (!text)
+            return;
+        CHECK_EQ_INT(raw_sql(db, text), SQLITE_OK);
+        free(text);
+    }
+    for (int i = 0; i < 3; i++) {
+        char x[2] = {(char)('x' + i), 0};
+        sha_hex(x, sha[i]);
+    }
+    snprintf(sql, sizeof sql,
+             "PRAGMA user_version = 4;"
+             "INSERT INTO videos (sha256, name, source, path, size_bytes, created_at) VALUES "
+             "('%s', 'one', 'path', '/v/1', 1, 1), ('%s', 'two', 'path', '/v/2', 1, 1);"
+             "INSERT INTO jobs (video_id, created_at, updated_at) VALUES (1, 1, 1), (2, 1, 1);"
+             "DELETE FROM videos WHERE id = 2;",
+             sha[0], sha[1]);
+    CHECK_EQ_INT(raw_sql(db, sql), SQLITE_OK);
+    md_store *s = NULL;
+    CHECK_EQ_INT(md_store_open(db, &s, err, sizeof err), MD_OK);
+    if (!s)
+        return;
+    md_video_new nv = {.sha256 = sha[2], .name = "three", .path = "/v/3", .source = MD_SOURCE_PATH, .size_bytes = 1};
+    long long vid = 0, jid = 0;
+    CHECK_EQ_INT(md_store_video_insert(s, &nv, &vid, &jid), MD_OK);
+    CHECK_EQ_INT(vid, 3);
+    CHECK_EQ_INT(jid, 3);
+    md_store_close(s);
+}
+
 /* A 0-byte database file opens as a new library, with a warning that says so (the log). */
 static void test_store_warns_on_empty_file(void)
 {
@@ -1053,6 +1093,65 @@ static void test_library_refuses_swapped_files(void)
     md_library_close(lib);
 }
 
+/* Jobs as the API lists, cancels and queues them again. */
+static void test_library_jobs_cancel_reindex(void)
+{
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/jobs-lib", g_tmp);
+    md_errbuf e;
+    md_library *lib = open_lib(dir, NULL, &e); /* workers not started: jobs stay queued */
+    CHECK(lib != NULL);
+    if (!lib)
+        return;
+    long long vids[3], jobs[3];
+    for (int i = 0; i < 3; i++) {
+        md_upload *u;
+        cJSON *r = NULL;
+        int created;
+        char body[8] = {'v', (char)('0' + i), 0};
+        md_upload_begin(lib, "v.mp4", &u, &e);
+        md_upload_write(u, body, 2, &e);
+        CHECK_EQ_INT(md_upload_finish(u, &r, &created, &e), MD_OK);
+        vids[i] = json_int(r, "video", "id");
+        jobs[i] = json_int(r, "job", "id");
+        cJSON_Delete(r);
+    }
+    cJSON *r = NULL;
+    CHECK_EQ_INT(md_library_list_jobs(lib, "queued", 0, NULL, 2, 0, &r, &e), MD_OK);
+    CHECK_EQ_INT(json_int(r, "total", NULL), 3);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(r, "jobs")), 2);
+    CHECK_EQ_INT(json_int(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "jobs"), 0), "id", NULL), jobs[2]); /* newest first */
+    CHECK_EQ_INT(json_int(r, "next_offset", NULL), 2);
+    cJSON_Delete(r);
+    CHECK_EQ_INT(md_library_list_jobs(lib, NULL, vids[1], NULL, 10, 0, &r, &e), MD_OK);
+    CHECK_EQ_INT(json_int(r, "total", NULL), 1);
+    cJSON_Delete(r);
+    CHECK_EQ_INT(md_library_list_jobs(lib, "exploded", 0, NULL, 10, 0, &r, &e), MD_ERR_INVALID);
+    CHECK(strstr(e.msg, "'state'") != NULL);
+    /* Cancel a queued job: at once. Again: a conflict. Unknown: not found. */
+    CHECK_EQ_INT(md_library_cancel_job(lib, jobs[0], &r, &e), MD_OK);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(r, "state")), "cancelled");
+    cJSON_Delete(r);
+    CHECK_EQ_INT(md_library_cancel_job(lib, jobs[0], &r, &e), MD_ERR_CONFLICT);
+    CHECK(strstr(e.msg, "already ended (cancelled)") != NULL);
+    CHECK_EQ_INT(md_library_cancel_job(lib, 999999, &r, &e), MD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(md_library_get_video(lib, vids[0], &r, &e), MD_OK);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(r, "status")), "cancelled");
+    cJSON_Delete(r);
+    /* Reindex: the cancelled video gets a new queued job; a queued one is a conflict. */
+    CHECK_EQ_INT(md_library_reindex_video(lib, vids[0], &r, &e), MD_OK);
+    long long nj = json_int(r, "job", "id");
+    CHECK(nj > jobs[2]);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "job"), "state")), "queued");
+    cJSON_Delete(r);
+    CHECK_EQ_INT(md_library_reindex_video(lib, vids[0], &r, &e), MD_ERR_CONFLICT);
+    CHECK_EQ_INT(md_library_reindex_video(lib, 999999, &r, &e), MD_ERR_NOT_FOUND);
+    CHECK_EQ_INT(md_library_list_jobs(lib, "cancelled", 0, NULL, 10, 0, &r, &e), MD_OK);
+    CHECK_EQ_INT(json_int(r, "total", NULL), 1);
+    cJSON_Delete(r);
+    md_library_close(lib);
+}
+
 /* One library per data directory: a second open is refused, naming the directory and the PID
  * holding it, and closing the first releases it. */
 static void test_library_lock(void)
@@ -1137,11 +1236,13 @@ int main(int argc, char **argv)
     RUN(test_store_migrations);
     RUN(test_store_records);
     RUN(test_store_migrates_old_ids);
+    RUN(test_store_migration_keeps_sequence);
     RUN(test_store_warns_on_empty_file);
     RUN(test_store_rejects_garbage);
     RUN(test_library_upload_dedupe_delete);
     RUN(test_library_index_roots);
     RUN(test_library_refuses_swapped_files);
+    RUN(test_library_jobs_cancel_reindex);
     RUN(test_library_lock);
     RUN(test_library_recovers_jobs);
     char cmd[PATH_MAX + 16];
