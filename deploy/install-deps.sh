@@ -3,7 +3,8 @@
 #
 #   deploy/install-deps.sh          build and run dependencies
 #   deploy/install-deps.sh --test   also what the test suite uses (jq, the ffmpeg CLI for
-#                                   fixtures, and real sample footage from Debian packages)
+#                                   fixtures, real sample footage from Debian packages, and
+#                                   clang with its libFuzzer runtime for make fuzz-regress)
 #
 # Uses sudo when not run as root. CUDA is optional and not installed here: when
 # nvcc is present (e.g. /usr/local/cuda/bin/nvcc) `make` builds the CUDA backend too.
@@ -16,7 +17,9 @@ PKGS="build-essential pkg-config ca-certificates curl
       libcjson-dev libsqlite3-dev libopenblas-dev"
 if [ "${1:-}" = "--test" ]; then
     # forensics-samples-files: a real phone video, used when ../shared/media is absent.
-    PKGS="$PKGS ffmpeg jq python3 forensics-samples-files"
+    # clang + libclang-rt-dev: the fuzz targets (libFuzzer, ASan, UBSan runtimes; the runtimes are
+    # only a Recommends of clang, which --no-install-recommends below would skip).
+    PKGS="$PKGS ffmpeg jq python3 forensics-samples-files clang libclang-rt-dev"
 fi
 
 missing=""
