@@ -210,6 +210,15 @@ gpu-emu: $(BUILD)/gpu/test_backend_ops_emu
 		{ grep -E "FAIL|emu:" $(BUILD)/gpu/emu-$$o.log | head -n 20; tail -n 1 $(BUILD)/gpu/emu-$$o.log; exit 1; }; \
 		tail -n 1 $(BUILD)/gpu/emu-$$o.log; done
 
+# Installs the binary, the example configuration (kept if one is there) and the systemd units.
+PREFIX ?= /usr/local
+.PHONY: install
+install: $(BIN)
+	install -D -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/momentd
+	test -e $(DESTDIR)/etc/momentd/momentd.conf || install -D -m 644 deploy/momentd.conf $(DESTDIR)/etc/momentd/momentd.conf
+	install -D -m 644 deploy/momentd.service $(DESTDIR)/etc/systemd/system/momentd.service
+	install -D -m 644 deploy/momentd-gpu.service $(DESTDIR)/etc/systemd/system/momentd-gpu.service
+
 clean:
 	rm -rf build build-asan momentd
 
