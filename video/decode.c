@@ -18,8 +18,15 @@
  *
  * The sampler holds two frames: PREV, the frame shown now, and CUR, the one just decoded. Every
  * target before CUR's time gets PREV (the last frame at or before it); then CUR becomes PREV. At
- * the end PREV covers the targets up to its own end (time + duration). Frames are references into
- * the decoder's pool, so holding and queueing them copies nothing.
+ * the end PREV covers the targets up to its own end (time + duration). When CUR comes more than
+ * MD_VIDEO_MAX_HOLD_MS after PREV, the distance is a gap: PREV covers only its own duration, the
+ * targets in the gap are skipped in one step (first_target_from) and the gap is counted; so the
+ * work is bounded by the frames decoded, whatever the timestamps claim. Frames are references
+ * into the decoder's pool, so holding and queueing them copies nothing.
+ *
+ * Every loop polls the caller's interrupt: the sampler before each sample or skip, the reader
+ * before each packet, our reads (probe.c) on every buffer fill; so a stop takes effect within
+ * one packet's or one sample's work.
  *
  * Targets are computed in the stream's time base with exact rationals, rounded down, so "pts <=
  * target" is decided on integers the way ffprobe's pts values would decide it.
@@ -38,14 +45,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-/* Read errors in a row after which the rest of the file is given up (as the probe does). */
-#define MAX_CONSECUTIVE_ERRORS 64
 /* Decoding errors in a row without a frame after which the decoder is drained and stopped. */
 #define MAX_DECODE_ERRORS 4096
 /* Packet times remembered for skipping unpicked non-reference frames: more than any reorder
@@ -55,6 +63,9 @@
  * buffers: one being filled, one with the caller. Together they bound the read-ahead. */
 #define QUEUE 4
 #define N_BUFS 2
+/* Packets md_video_load_image() reads looking for its one frame (a video's first frame comes
+ * within the first few; a file of only other streams must not be read to its end). */
+#define MAX_IMAGE_PACKETS 4096
 
 md_video_params md_video_default_params(void)
 {
@@ -66,7 +77,7 @@ md_video_params md_video_default_params(void)
     memcpy(p.mean, md_image_clip_mean, sizeof p.mean);
     memcpy(p.std, md_image_clip_std, sizeof p.std);
     p.batch = 16;
-    p.max_pixels = 8192LL * 8192LL;
+    p.max_pixels = MD_VIDEO_MAX_PIXELS;
     return p;
 }
 
@@ -88,6 +99,7 @@ typedef struct batch_buf {
 struct md_video_decoder {
     md_video_params p;
     md_video_info info;
+    md_video_input *in;
     AVFormatContext *fmt;
     AVCodecContext *dec;
     int stream;
@@ -104,6 +116,10 @@ struct md_video_decoder {
     int64_t last_ts;
     int have_last;
     int64_t frame_step; /* nominal frame duration in tb, >= 1 */
+    int64_t hold;       /* MD_VIDEO_MAX_HOLD_MS in tb, >= 1 */
+    int cur_seen;       /* the sampler has looked at CUR (counted a gap before it) */
+    int in_gap;         /* CUR comes after a gap: PREV covers only its own duration */
+    int64_t last_pkt_end; /* end of the latest video packet read (AV_NOPTS_VALUE: none yet) */
 
     int64_t origin; /* stream time of 0 ms */
     int have_origin;
@@ -169,43 +185,12 @@ static int probe_interrupt(void *opaque, long long done, long long total)
     return interrupt_cb(opaque);
 }
 
-/* Opens PATH as md_video_probe does (stat first, the "file" protocol only), polling OPAQUE's
- * interrupt through interrupt_cb when D is given. *FMT is NULL on failure. */
-static md_status open_input(const char *path, md_video_decoder *d, AVFormatContext **fmt, char *err, size_t errlen)
+/* Opens PATH as md_video_probe does (md_video_input_open), polling D's interrupt through
+ * interrupt_cb when D is given. *FMT and *IN are NULL on failure. */
+static md_status open_input(const char *path, const md_video_open_opts *opts, md_video_decoder *d,
+                            AVFormatContext **fmt, md_video_input **in, char *err, size_t errlen)
 {
-    md_status st = MD_OK;
-    AVDictionary *opts = NULL;
-    char *url = NULL;
-    *fmt = NULL;
-    if ((st = md_video_check_file(path, NULL, err, errlen)) != MD_OK)
-        return st;
-    url = av_asprintf("file:%s", path);
-    AVFormatContext *f = avformat_alloc_context();
-    if (!url || !f || av_dict_set(&opts, "protocol_whitelist", "file", 0) < 0) {
-        avformat_free_context(f);
-        st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    if (d) {
-        f->interrupt_callback.callback = interrupt_cb;
-        f->interrupt_callback.opaque = d;
-    }
-    int ret = avformat_open_input(&f, url, NULL, &opts); /* frees f on failure */
-    if (ret < 0) {
-        st = md_video_open_error(ret, d && d->cancelled, err, errlen);
-        goto out;
-    }
-    ret = avformat_find_stream_info(f, NULL);
-    if (ret < 0 && ((d && d->cancelled) || ret == AVERROR(ENOMEM))) {
-        avformat_close_input(&f);
-        st = md_video_open_error(ret, d && d->cancelled, err, errlen);
-        goto out;
-    }
-    *fmt = f;
-out:
-    av_dict_free(&opts);
-    av_free(url);
-    return st;
+    return md_video_input_open(path, opts, d ? interrupt_cb : NULL, d, fmt, in, NULL, err, errlen);
 }
 
 /* The best video stream that is not cover art (ALLOW_COVER: cover art as a last resort), or a
@@ -251,6 +236,9 @@ static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels,
     if (par->width <= 0 || par->height <= 0 || av_image_check_size((unsigned)par->width, (unsigned)par->height, 0, NULL) < 0)
         return md_errf(err, errlen, MD_ERR_MEDIA, "video has invalid dimensions %dx%d", par->width,
                                 par->height);
+    if (par->width > MD_VIDEO_MAX_DIM || par->height > MD_VIDEO_MAX_DIM)
+        return md_errf(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %d pixels per side",
+                       par->width, par->height, MD_VIDEO_MAX_DIM);
     if ((long long)par->width * par->height > max_pixels)
         return md_errf(err, errlen, MD_ERR_MEDIA, "video dimensions %dx%d exceed the limit of %lld pixels",
                                 par->width, par->height, max_pixels);
@@ -271,6 +259,8 @@ static md_status open_codec(AVFormatContext *fmt, int idx, long long max_pixels,
         c->pkt_timebase = vs->time_base;
         c->thread_count = threads;
         c->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
+        /* FFmpeg refuses a larger frame before allocating it (a stream may change size). */
+        c->max_pixels = max_pixels;
         ret = avcodec_open2(c, codec, NULL);
     }
     if (ret < 0) {
@@ -300,8 +290,9 @@ static md_status check_params(const md_video_params *p, char *err, size_t errlen
         return md_errf(err, errlen, MD_ERR_INVALID, "threads must be in [0, 64], not %d", p->threads);
     if (p->batch < 1 || p->batch > 1024)
         return md_errf(err, errlen, MD_ERR_INVALID, "batch must be in [1, 1024], not %d", p->batch);
-    if (p->max_pixels < 1)
-        return md_errf(err, errlen, MD_ERR_INVALID, "max_pixels must be positive");
+    if (p->max_pixels < 1 || p->max_pixels > MD_VIDEO_MAX_PIXELS)
+        return md_errf(err, errlen, MD_ERR_INVALID, "max_pixels must be in [1, %lld], not %lld", MD_VIDEO_MAX_PIXELS,
+                       p->max_pixels);
     for (int c = 0; c < 3; c++)
         if (!(p->std[c] > 0) || p->mean[c] != p->mean[c])
             return md_errf(err, errlen, MD_ERR_INVALID, "std must be > 0 and mean a number");
@@ -314,6 +305,7 @@ static void header_info(const AVFormatContext *fmt, int idx, md_video_info *info
     const AVStream *vs = fmt->streams[idx];
     memset(info, 0, sizeof *info);
     info->duration_ms = -1;
+    info->data_duration_ms = -1;
     info->width = vs->codecpar->width;
     info->height = vs->codecpar->height;
     if (vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0)
@@ -337,27 +329,36 @@ static void header_info(const AVFormatContext *fmt, int idx, md_video_info *info
     info->size_bytes = size;
 }
 
-/* Keyframe count and largest gap from the container's index when it lists every frame (mp4,
- * mov, avi), so keyframe mode needs no scan there. 0 when the index cannot tell. */
+/* Keyframe count, largest keyframe gap and the gaps in the timestamps from the container's index
+ * when it lists every frame (mp4, mov, avi), so keyframe mode needs no scan there. 0 when the
+ * index cannot tell. */
 static int index_keyframes(AVStream *vs, md_video_info *info)
 {
     int n = avformat_index_get_entries_count(vs);
     if (n <= 0 || vs->nb_frames <= 0 || n != vs->nb_frames)
         return 0;
-    long long keys = 0, gap = 0;
-    int64_t last = AV_NOPTS_VALUE;
+    long long keys = 0, gap = 0, n_gaps = 0;
+    int64_t last = AV_NOPTS_VALUE, prev = AV_NOPTS_VALUE;
+    int64_t hold = av_rescale_q(MD_VIDEO_MAX_HOLD_MS, (AVRational){1, 1000}, vs->time_base);
     for (int i = 0; i < n; i++) {
         const AVIndexEntry *e = avformat_index_get_entry(vs, i);
-        if (!e || !(e->flags & AVINDEX_KEYFRAME))
+        if (!e)
+            continue;
+        /* Index times are decode times, in order. */
+        if (prev != AV_NOPTS_VALUE && md_video_sat_sub(e->timestamp, prev) > hold)
+            n_gaps++;
+        prev = e->timestamp;
+        if (!(e->flags & AVINDEX_KEYFRAME))
             continue;
         keys++;
-        /* Index times are decode times; keyframes are not reordered among themselves. */
+        /* Keyframes are not reordered among themselves. */
         if (last != AV_NOPTS_VALUE && e->timestamp > last)
-            gap = FFMAX(gap, av_rescale_q(e->timestamp - last, vs->time_base, (AVRational){1, 1000}));
+            gap = FFMAX(gap, av_rescale_q(md_video_sat_sub(e->timestamp, last), vs->time_base, (AVRational){1, 1000}));
         last = e->timestamp;
     }
     info->n_keyframes = keys;
     info->max_keyframe_gap_ms = gap;
+    info->n_gaps = n_gaps;
     return keys > 0;
 }
 
@@ -379,7 +380,7 @@ static int64_t target_rel(const md_video_decoder *d, long long k)
 
 static int64_t target_abs(const md_video_decoder *d, long long k)
 {
-    return d->origin + target_rel(d, k);
+    return md_video_sat_add(d->origin, target_rel(d, k));
 }
 
 /* The video's length in stream ticks from the origin: the stream's own duration, else the
@@ -417,13 +418,22 @@ static long long expected_frames(const md_video_decoder *d)
     switch (d->p.sampling) {
     case MD_VIDEO_SAMPLE_COUNT:
         return d->p.count;
-    case MD_VIDEO_SAMPLE_FPS:
+    case MD_VIDEO_SAMPLE_FPS: {
         if (d->duration < 0)
             return -1;
-        /* Targets k >= 0 with floor(k * interval) < duration: ceil(duration / interval), and a
-         * video that has a frame has at least one. */
-        return FFMAX(1, av_rescale_rnd(d->duration, (int64_t)d->interval.den * d->tb.num,
-                                       (int64_t)d->interval.num * d->tb.den, AV_ROUND_UP));
+        /* What a scan saw bounds the count: no more than the data holds, and nothing for the
+         * gaps (without a scan data_duration_ms is -1 and gap_ms 0). */
+        AVRational ms = {1, 1000};
+        int64_t span = d->duration;
+        if (d->info.data_duration_ms >= 0)
+            span = FFMIN(span, av_rescale_q(d->info.data_duration_ms, ms, d->tb));
+        if (d->info.gap_ms > 0)
+            span = FFMAX(0, md_video_sat_sub(span, av_rescale_q(d->info.gap_ms, ms, d->tb)));
+        /* Targets k >= 0 with floor(k * interval) < span: ceil(span / interval), and a video that
+         * has a frame has at least one. */
+        return FFMIN(d->limit, FFMAX(1, av_rescale_rnd(span, (int64_t)d->interval.den * d->tb.num,
+                                                       (int64_t)d->interval.num * d->tb.den, AV_ROUND_UP)));
+    }
     case MD_VIDEO_SAMPLE_ALL:
     default: {
         const AVStream *vs = d->fmt->streams[d->stream];
@@ -436,6 +446,15 @@ static long long expected_frames(const md_video_decoder *d)
         return -1;
     }
     }
+}
+
+/* Hands freed memory back to the system: the decoder's threads (ours and FFmpeg's) allocate in
+ * malloc arenas of their own, which keep a video's frames after free() otherwise. */
+static void release_memory(void)
+{
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
 }
 
 void md_video_decoder_close(md_video_decoder *d)
@@ -465,12 +484,13 @@ void md_video_decoder_close(md_video_decoder *d)
     av_frame_free(&d->cur);
     av_frame_free(&d->prev);
     avcodec_free_context(&d->dec);
-    avformat_close_input(&d->fmt);
+    md_video_input_close(d->in, &d->fmt);
     sws_freeContext(d->sws);
     md_image_prep_free(d->prep);
     free(d->cache);
     free(d->rgb);
     free(d);
+    release_memory();
 }
 
 md_status md_video_decoder_open(const char *path, const md_video_params *params, const md_video_info *probed,
@@ -504,7 +524,10 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
         return md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
     }
     d->sync_ready = 1;
-    if ((st = open_input(path, d, &d->fmt, err, errlen)) != MD_OK)
+    d->last_pkt_end = AV_NOPTS_VALUE;
+    d->stats.end_ms = -1;
+    d->shared = d->stats;
+    if ((st = open_input(path, &p.open, d, &d->fmt, &d->in, err, errlen)) != MD_OK)
         goto out;
     if ((d->stream = pick_stream(d->fmt, 0, &st, err, errlen)) < 0)
         goto out;
@@ -527,11 +550,15 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     if (probed) {
         d->info = *probed;
     } else {
-        /* The scan is needed for a length the headers lack, and for keyframe mode's count. */
+        /* The scan is needed for a length the headers lack, for keyframe mode's count, and when
+         * the headers claim more time than the file's size allows: only a scan tells a gap
+         * (which costs nothing) from a claim the probe refuses. */
         int want_keys = p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL && !index_keyframes(d->fmt->streams[d->stream], &d->info);
-        if (!header_duration_known(d->fmt, vs) || want_keys) {
+        int implausible = d->info.duration_ms > 0 &&
+                          (double)d->info.duration_ms / 3.6e6 > (double)d->info.size_bytes / 1e6 * MD_VIDEO_MAX_HOURS_PER_MB;
+        if (!header_duration_known(d->fmt, vs) || want_keys || implausible) {
             md_video_info scanned;
-            if ((st = md_video_probe(path, &scanned, probe_interrupt, d, err, errlen)) != MD_OK)
+            if ((st = md_video_probe_ex(path, &p.open, &scanned, probe_interrupt, d, err, errlen)) != MD_OK)
                 goto out;
             d->info = scanned;
         }
@@ -545,6 +572,7 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     d->frame_step = rate.num > 0 && rate.den > 0 ? av_rescale_q(1, av_inv_q(rate), d->tb) : 0;
     if (d->frame_step < 1)
         d->frame_step = 1;
+    d->hold = FFMAX(1, av_rescale_q(MD_VIDEO_MAX_HOLD_MS, (AVRational){1, 1000}, d->tb));
     AVRational fq = av_d2q(p.fps, 1000000);
     d->interval = (AVRational){fq.den, fq.num};
     if (p.sampling == MD_VIDEO_SAMPLE_FPS && (fq.num <= 0 || fq.den <= 0)) {
@@ -557,10 +585,20 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
                               p.count);
         goto out;
     }
-    d->limit = p.sampling == MD_VIDEO_SAMPLE_COUNT ? p.count : LLONG_MAX;
+    /* _FPS: the targets whose times fit in int64 ticks with room to spare, so target arithmetic
+     * never overflows whatever the file's timestamps. */
+    d->limit = p.sampling == MD_VIDEO_SAMPLE_COUNT
+                   ? p.count
+                   : av_rescale_rnd(INT64_MAX / 4, (int64_t)d->interval.den * d->tb.num,
+                                    (int64_t)d->interval.num * d->tb.den, AV_ROUND_DOWN);
+    if (d->limit < 1)
+        d->limit = 1;
     d->expected = expected_frames(d);
+    /* Keyframe mode holds a keyframe for its whole GOP: only when no GOP is longer than a frame
+     * may stand (MD_VIDEO_MAX_HOLD_MS) and the timestamps have no gaps. */
     d->keyframe_mode = p.keyframes_only && p.sampling != MD_VIDEO_SAMPLE_ALL && d->expected > 0 &&
-                       d->info.n_keyframes >= d->expected;
+                       d->info.n_keyframes >= d->expected && d->info.max_keyframe_gap_ms <= MD_VIDEO_MAX_HOLD_MS &&
+                       d->info.n_gaps == 0;
 
     size_t plane3 = 3 * (size_t)p.size * (size_t)p.size;
     d->pkt = av_packet_alloc();
@@ -647,6 +685,28 @@ static md_status send(md_video_decoder *d, const AVPacket *pkt)
     return MD_OK;
 }
 
+/* The first target at or after stream time P (d->limit when there is none). */
+static long long first_target_from(const md_video_decoder *d, int64_t p)
+{
+    int64_t rel = md_video_sat_sub(p, d->origin);
+    long long k;
+    if (rel <= 0)
+        return 0;
+    if (d->p.sampling == MD_VIDEO_SAMPLE_FPS)
+        k = av_rescale_rnd(rel, (int64_t)d->interval.den * d->tb.num, (int64_t)d->interval.num * d->tb.den,
+                           AV_ROUND_UP);
+    else
+        k = (av_rescale_rnd(rel, 2 * (int64_t)d->p.count, d->duration, AV_ROUND_UP) - 1) / 2;
+    if (k < 0)
+        k = 0;
+    /* The estimate is within one of the answer either way; settle it on the exact targets. */
+    while (k < d->limit && target_abs(d, k) < p)
+        k++;
+    while (k > 0 && k - 1 < d->limit && target_abs(d, k - 1) >= p)
+        k--;
+    return k < d->limit ? k : d->limit;
+}
+
 /* Keyframe mode: decides what to do with key packet d->pkt. Keyframe K is needed when some
  * target lies between it and the next keyframe (or before it, for the first one), which is known
  * once the next keyframe shows up: so the latest one is held, and sent when the next proves it
@@ -666,8 +726,8 @@ static int plan_keyframe(md_video_decoder *d)
         return 0;
     }
     int needed = d->kp < d->limit && target_abs(d, d->kp) < p;
-    while (d->kp < d->limit && target_abs(d, d->kp) < p)
-        d->kp++;
+    if (needed) /* in one step: the keyframes may be hours apart */
+        d->kp = FFMAX(d->kp, first_target_from(d, p));
     /* Swap: the new keyframe is held, the old one goes out (or is dropped) through d->pkt. */
     AVPacket *t = d->held;
     d->held = d->pkt;
@@ -676,28 +736,6 @@ static int plan_keyframe(md_video_decoder *d)
         return 1;
     av_packet_unref(d->pkt);
     return 0;
-}
-
-/* The first target at or after stream time P (d->limit when there is none). */
-static long long first_target_from(const md_video_decoder *d, int64_t p)
-{
-    int64_t rel = p - d->origin;
-    long long k;
-    if (rel <= 0)
-        return 0;
-    if (d->p.sampling == MD_VIDEO_SAMPLE_FPS)
-        k = av_rescale_rnd(rel, (int64_t)d->interval.den * d->tb.num, (int64_t)d->interval.num * d->tb.den,
-                           AV_ROUND_UP);
-    else
-        k = (av_rescale_rnd(rel, 2 * (int64_t)d->p.count, d->duration, AV_ROUND_UP) - 1) / 2;
-    if (k < 0)
-        k = 0;
-    /* The estimate is within one of the answer either way; settle it on the exact targets. */
-    while (k < d->limit && target_abs(d, k) < p)
-        k++;
-    while (k > 0 && k - 1 < d->limit && target_abs(d, k - 1) >= p)
-        k--;
-    return k < d->limit ? k : d->limit;
 }
 
 /* Exact mode: may the decoder drop packet PKT's frame if no other frame refers to it? Yes when
@@ -762,10 +800,19 @@ static md_status feed(md_video_decoder *d)
             d->flushed = 1;
             return send(d, NULL);
         }
+        /* Before each read: a file of other streams' packets is read without a frame, and
+         * buffered data needs no read callback. */
+        if (interrupt_cb(d))
+            return fail(d, MD_ERR_CANCELLED, "cancelled");
         int ret = av_read_frame(d->fmt, d->pkt);
-        if (d->cancelled || atomic_load(&d->stop)) {
+        if (interrupt_cb(d)) {
             av_packet_unref(d->pkt);
             return fail(d, MD_ERR_CANCELLED, "cancelled");
+        }
+        char msg[sizeof d->err];
+        if (md_video_input_check(d->in, msg, sizeof msg) != MD_OK) {
+            av_packet_unref(d->pkt);
+            return fail(d, MD_ERR_MEDIA, msg);
         }
         if (ret == AVERROR_EOF) {
             d->input_done = 1;
@@ -776,7 +823,7 @@ static md_status feed(md_video_decoder *d)
         if (ret < 0) {
             if (ret != AVERROR(EAGAIN))
                 d->stats.skipped_packets++;
-            if (++d->consecutive >= MAX_CONSECUTIVE_ERRORS)
+            if (++d->consecutive >= MD_VIDEO_MAX_READ_ERRORS)
                 d->input_done = 1;
             continue;
         }
@@ -786,6 +833,12 @@ static md_status feed(md_video_decoder *d)
             continue;
         }
         d->stats.packets++;
+        int64_t pts = d->pkt->pts != AV_NOPTS_VALUE ? d->pkt->pts : d->pkt->dts;
+        if (pts != AV_NOPTS_VALUE) {
+            int64_t end = md_video_sat_add(pts, d->pkt->duration > 0 ? d->pkt->duration : d->frame_step);
+            if (d->last_pkt_end == AV_NOPTS_VALUE || end > d->last_pkt_end)
+                d->last_pkt_end = end;
+        }
         if (d->pkt->flags & AV_PKT_FLAG_KEY)
             d->stats.keyframes++;
         if (d->pkt->flags & AV_PKT_FLAG_CORRUPT)
@@ -848,9 +901,14 @@ static md_status pump(md_video_decoder *d)
             d->last_ts = ts;
             d->have_last = 1;
             d->cur_ts = ts;
-            d->cur_end = ts + (dur > 0 && dur < INT64_MAX / 4 ? dur : d->frame_step);
+            /* A frame claiming to last longer than a frame may stand lasts that long. */
+            d->cur_end = md_video_sat_add(ts, dur > 0 ? FFMIN(dur, d->hold) : d->frame_step);
             d->cur_serial = d->serial++;
             d->have_cur = 1;
+            d->cur_seen = 0;
+            long long end_ms = av_rescale_q(md_video_sat_sub(d->cur_end, d->origin), d->tb, (AVRational){1, 1000});
+            if (end_ms > d->stats.end_ms)
+                d->stats.end_ms = end_ms;
             return MD_OK;
         }
         if (ret == AVERROR_EOF) {
@@ -1013,15 +1071,36 @@ static md_status emit(md_video_decoder *d, const AVFrame *f, long long serial, i
 }
 
 /* At the end PREV covers the targets before its own end, but not past the stated duration. In
- * keyframe mode the last keyframe stands for the rest of the video. */
+ * keyframe mode the last keyframe stands for the rest of the video, as far as packets were read
+ * and no longer than a frame may stand. */
 static int64_t prev_cover_end(const md_video_decoder *d)
 {
     int64_t end = d->prev_end;
-    if (d->keyframe_mode && d->duration > 0 && d->origin + d->duration > end)
-        return d->origin + d->duration;
-    if (d->duration > 0 && end - d->origin > d->duration)
-        end = FFMAX(d->origin + d->duration, d->prev_ts + 1);
+    int64_t stated = d->duration > 0 ? md_video_sat_add(d->origin, d->duration) : INT64_MAX;
+    if (d->keyframe_mode && d->duration > 0 && d->last_pkt_end != AV_NOPTS_VALUE) {
+        int64_t rest = FFMIN(FFMIN(stated, d->last_pkt_end), md_video_sat_add(d->prev_ts, d->hold));
+        if (rest > end)
+            return rest;
+    }
+    if (end > stated)
+        end = FFMAX(stated, md_video_sat_add(d->prev_ts, 1));
     return end;
+}
+
+/* The sampler's first look at a new CUR: a gap before it (more than MD_VIDEO_MAX_HOLD_MS after
+ * PREV, or after the start for the first frame) is counted, and marks the targets up to CUR as
+ * ones PREV does not cover beyond its own duration. */
+static void note_gap(md_video_decoder *d)
+{
+    int64_t from = d->have_prev ? d->prev_ts : d->origin;
+    int64_t covered = d->have_prev ? d->prev_end : d->origin;
+    d->cur_seen = 1;
+    d->in_gap = md_video_sat_sub(d->cur_ts, from) > d->hold;
+    if (!d->in_gap)
+        return;
+    d->stats.gaps++;
+    if (d->cur_ts > covered)
+        d->stats.gap_ms += av_rescale_q(md_video_sat_sub(d->cur_ts, covered), d->tb, (AVRational){1, 1000});
 }
 
 /* Decoding thread: the sampler (see the top of the file), until the video is done. */
@@ -1030,6 +1109,10 @@ static md_status run_sampler(md_video_decoder *d)
     const int all = d->p.sampling == MD_VIDEO_SAMPLE_ALL;
     md_status st = MD_OK;
     while (st == MD_OK) {
+        if (interrupt_cb(d))
+            return fail(d, MD_ERR_CANCELLED, "cancelled");
+        if (d->have_cur && !d->cur_seen)
+            note_gap(d);
         if (d->have_cur) {
             if (all) {
                 st = emit(d, d->cur, d->cur_serial, d->cur_ts, d->cur_ts);
@@ -1038,6 +1121,11 @@ static md_status run_sampler(md_video_decoder *d)
                 continue;
             }
             if (d->k < d->limit && target_abs(d, d->k) < d->cur_ts) {
+                /* Targets in a gap: skipped all at once, up to CUR. */
+                if (d->in_gap && (!d->have_prev || target_abs(d, d->k) >= d->prev_end)) {
+                    d->k = FFMAX(d->k + 1, first_target_from(d, d->cur_ts));
+                    continue;
+                }
                 /* Before the first frame nothing is shown; the first frame stands in. */
                 if (d->have_prev)
                     st = emit(d, d->prev, d->prev_serial, d->prev_ts, target_abs(d, d->k));
@@ -1068,10 +1156,32 @@ static md_status run_sampler(md_video_decoder *d)
     return st;
 }
 
+/* At the end: how far the frames reach, and whether the video stops short of its duration. */
+static void finish_stats(md_video_decoder *d)
+{
+    AVRational ms = {1, 1000};
+    if (d->have_prev && d->p.sampling != MD_VIDEO_SAMPLE_ALL) {
+        long long reach = av_rescale_q(md_video_sat_sub(prev_cover_end(d), d->origin), d->tb, ms);
+        if (reach > d->stats.end_ms)
+            d->stats.end_ms = reach;
+    }
+    int truncated = d->info.truncated || d->consecutive >= MD_VIDEO_MAX_READ_ERRORS;
+    const AVStream *vs = d->fmt->streams[d->stream];
+    if (!truncated && d->duration > 0 && header_duration_known(d->fmt, vs)) {
+        /* The probe's rule: the packets read end more than max(1 s, 5 %) before the duration. */
+        int64_t slack = FFMAX(av_rescale_q(1000, ms, d->tb), d->duration / 20);
+        int64_t data_end = d->last_pkt_end != AV_NOPTS_VALUE ? md_video_sat_sub(d->last_pkt_end, d->origin) : 0;
+        truncated = data_end < d->duration - slack;
+    }
+    d->stats.truncated = truncated;
+}
+
 static void *decode_main(void *arg)
 {
     md_video_decoder *d = arg;
     md_status st = run_sampler(d);
+    if (st == MD_OK)
+        finish_stats(d);
     /* Let the decoder's frames go now rather than at close. */
     av_frame_unref(d->prev);
     av_frame_unref(d->cur);
@@ -1204,7 +1314,14 @@ md_status md_video_decoder_next(md_video_decoder *d, md_video_batch *b)
 md_status md_video_load_image(const char *path, int size, const float mean[3], const float std[3], float *out_chw,
                               char *err, size_t errlen)
 {
+    return md_video_load_image_ex(path, NULL, size, mean, std, out_chw, err, errlen);
+}
+
+md_status md_video_load_image_ex(const char *path, const md_video_open_opts *opts, int size, const float mean[3],
+                                 const float std[3], float *out_chw, char *err, size_t errlen)
+{
     md_status st = MD_OK;
+    md_video_input *in = NULL;
     AVFormatContext *fmt = NULL;
     AVCodecContext *dec = NULL;
     AVPacket *pkt = NULL;
@@ -1223,12 +1340,12 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
     for (int c = 0; std && c < 3; c++)
         if (!(std[c] > 0))
             return md_errf(err, errlen, MD_ERR_INVALID, "std must be > 0");
-    if ((st = open_input(path, NULL, &fmt, err, errlen)) != MD_OK)
+    if ((st = open_input(path, opts, NULL, &fmt, &in, err, errlen)) != MD_OK)
         goto out;
     int idx = pick_stream(fmt, 1, &st, err, errlen);
     if (idx < 0)
         goto out;
-    if ((st = open_codec(fmt, idx, md_video_default_params().max_pixels, 1, &dec, err, errlen)) != MD_OK)
+    if ((st = open_codec(fmt, idx, MD_VIDEO_MAX_PIXELS, 1, &dec, err, errlen)) != MD_OK)
         goto out;
     pkt = av_packet_alloc();
     frame = av_frame_alloc();
@@ -1237,7 +1354,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
         goto out;
     }
-    int got = 0, flushed = 0, errors = 0;
+    int got = 0, flushed = 0, errors = 0, packets = 0;
     while (!got) {
         int ret = avcodec_receive_frame(dec, frame);
         if (ret >= 0) {
@@ -1246,17 +1363,19 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         }
         if (ret == AVERROR_EOF || (ret == AVERROR(EAGAIN) && flushed))
             break;
-        if (ret != AVERROR(EAGAIN) && ++errors > MAX_CONSECUTIVE_ERRORS)
+        if (ret != AVERROR(EAGAIN) && ++errors > MD_VIDEO_MAX_READ_ERRORS)
             break;
         if (ret != AVERROR(EAGAIN))
             continue;
         for (;;) {
-            ret = av_read_frame(fmt, pkt);
+            ret = ++packets > MAX_IMAGE_PACKETS ? AVERROR_EOF : av_read_frame(fmt, pkt);
             if (ret == AVERROR(ENOMEM)) {
                 st = md_errf(err, errlen, MD_ERR_NOMEM, "out of memory");
                 goto out;
             }
-            if (ret < 0 && ret != AVERROR_EOF && ++errors <= MAX_CONSECUTIVE_ERRORS)
+            if ((st = md_video_input_check(in, err, errlen)) != MD_OK)
+                goto out;
+            if (ret < 0 && ret != AVERROR_EOF && ++errors <= MD_VIDEO_MAX_READ_ERRORS)
                 continue;
             if (ret < 0) {
                 avcodec_send_packet(dec, NULL);
@@ -1276,7 +1395,7 @@ md_status md_video_load_image(const char *path, int size, const float mean[3], c
         st = md_errf(err, errlen, MD_ERR_MEDIA, "no decodable frame");
         goto out;
     }
-    if ((long long)frame->width * frame->height > md_video_default_params().max_pixels) {
+    if ((long long)frame->width * frame->height > MD_VIDEO_MAX_PIXELS) {
         st = md_errf(err, errlen, MD_ERR_MEDIA, "picture dimensions %dx%d are too large", frame->width,
                               frame->height);
         goto out;
@@ -1298,7 +1417,8 @@ out:
     av_frame_free(&frame);
     av_packet_free(&pkt);
     avcodec_free_context(&dec);
-    avformat_close_input(&fmt);
+    md_video_input_close(in, &fmt);
+    release_memory();
     if (st != MD_OK && err && errlen && !err[0])
         md_errf(err, errlen, st, "%s", md_status_str(st));
     return st;

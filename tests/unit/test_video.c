@@ -309,7 +309,12 @@ static void test_truncated_moov_last(void)
 {
     md_video_info vi;
     char err[256];
+    /* Cut before its index (x264 writes the moov last): FFmpeg only says "Invalid data". */
     CHECK_EQ_INT(probe(fixture("trunc_moov_last.mp4"), &vi, err, sizeof err), MD_ERR_MEDIA);
+    CHECK(strstr(err, "truncated or incomplete MP4 (no moov atom)") != NULL);
+    CHECK(strstr(err, "'mdat'") != NULL); /* where it was cut */
+    /* Random bytes named .mp4 are not called a truncated MP4. */
+    CHECK_EQ_INT(probe(fixture("noise.mp4"), &vi, err, sizeof err), MD_ERR_MEDIA);
     CHECK(strstr(err, "not a video file") != NULL);
 }
 
