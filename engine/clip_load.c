@@ -103,10 +103,14 @@ static md_status cfg_eps(const cfg_ctx *c, const cJSON *obj, float *eps)
     const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, "layer_norm_eps") : NULL;
     if (!v || cJSON_IsNull(v))
         return MD_OK;
-    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
-        return md_errf(c->err, c->errlen, MD_ERR_INVALID, "config.json: %s.layer_norm_eps must be a number in (0, 1]",
-                    c->where);
-    *eps = (float)v->valuedouble;
+    /* Checked as the float the towers use: a tiny double (1e-76) passes "> 0" but becomes 0, and
+     * a LayerNorm with eps 0 turns a constant row into NaN (found by fuzz_clip_config). */
+    const float f = cJSON_IsNumber(v) && v->valuedouble > 0 && v->valuedouble <= 1 ? (float)v->valuedouble : 0.0f;
+    if (!(f > 0))
+        return md_errf(c->err, c->errlen, MD_ERR_INVALID,
+                       "config.json: %s.layer_norm_eps must be a number in (0, 1] that is not 0 as a 32-bit float",
+                       c->where);
+    *eps = f;
     return MD_OK;
 }
 

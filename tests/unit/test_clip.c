@@ -734,6 +734,9 @@ static void test_corrupt_models(void)
     fresh_copy(base, "neg", d, sizeof d);
     set_config(d, "text_config.num_hidden_layers", "-1");
     CHECK(expect_load_error(d, MD_ERR_INVALID, "out of range", "negative layer count"));
+    fresh_copy(base, "eps", d, sizeof d);
+    set_config(d, "vision_config.layer_norm_eps", "1e-76"); /* > 0, but 0 as a float (fuzz_clip_config) */
+    CHECK(expect_load_error(d, MD_ERR_INVALID, "layer_norm_eps", "layer_norm_eps 0 as a float"));
     fresh_copy(base, "str", d, sizeof d);
     set_config(d, "projection_dim", "\"512\"");
     CHECK(expect_load_error(d, MD_ERR_INVALID, "projection_dim", "projection_dim a string"));
