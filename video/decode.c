@@ -118,6 +118,8 @@ struct md_video_decoder {
     int64_t frame_step; /* nominal frame duration in tb, >= 1 */
     int64_t hold;       /* MD_VIDEO_MAX_HOLD_MS in tb, >= 1 */
     int cur_seen;       /* the sampler has looked at CUR (counted a gap before it) */
+    int have_seen;      /* the frame it looked at before CUR (PREV, except in _ALL mode) */
+    int64_t seen_ts, seen_end;
     int in_gap;         /* CUR comes after a gap: PREV covers only its own duration */
     int64_t last_pkt_end; /* end of the latest video packet read (AV_NOPTS_VALUE: none yet) */
 
@@ -1092,15 +1094,18 @@ static int64_t prev_cover_end(const md_video_decoder *d)
  * ones PREV does not cover beyond its own duration. */
 static void note_gap(md_video_decoder *d)
 {
-    int64_t from = d->have_prev ? d->prev_ts : d->origin;
-    int64_t covered = d->have_prev ? d->prev_end : d->origin;
+    int64_t from = d->have_seen ? d->seen_ts : d->origin;
+    int64_t covered = d->have_seen ? d->seen_end : d->origin;
     d->cur_seen = 1;
     d->in_gap = md_video_sat_sub(d->cur_ts, from) > d->hold;
-    if (!d->in_gap)
-        return;
-    d->stats.gaps++;
-    if (d->cur_ts > covered)
-        d->stats.gap_ms += av_rescale_q(md_video_sat_sub(d->cur_ts, covered), d->tb, (AVRational){1, 1000});
+    if (d->in_gap) {
+        d->stats.gaps++;
+        if (d->cur_ts > covered)
+            d->stats.gap_ms += av_rescale_q(md_video_sat_sub(d->cur_ts, covered), d->tb, (AVRational){1, 1000});
+    }
+    d->seen_ts = d->cur_ts;
+    d->seen_end = d->cur_end;
+    d->have_seen = 1;
 }
 
 /* Decoding thread: the sampler (see the top of the file), until the video is done. */

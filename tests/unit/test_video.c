@@ -39,12 +39,12 @@ static const char *fixture(const char *name)
     return p;
 }
 
-/* Runs ffmpeg with ARGS (NULL-terminated, without the program name); 0 on success. */
+/* Runs ffmpeg with ARGS (NULL-terminated, without the program name; up to ~250); 0 on success. */
 static int run_ffmpeg(const char *const *args)
 {
-    const char *argv[48] = {"ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"};
+    const char *argv[256] = {"ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"};
     int n = 6;
-    for (int i = 0; args[i] && n < 47; i++)
+    for (int i = 0; args[i] && n < 255; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
     pid_t pid;
@@ -123,6 +123,72 @@ static int make_fixtures(void)
     if (truncate_copy(fixture("faststart.mp4"), fixture("trunc_faststart.mp4")) != 0 ||
         truncate_copy(fixture("h264.mp4"), fixture("trunc_moov_last.mp4")) != 0 ||
         truncate_copy(fixture("six.mkv"), fixture("trunc.mkv")) != 0)
+        return -1;
+    return 0;
+}
+
+/* Hostile files (issue 11), made from the clips above:
+ *   list.m3u8   an HLS playlist naming secret/clip.ts elsewhere on the machine by absolute path
+ *   dash.mpd    a DASH manifest (ffmpeg's dash muxer) with its segments beside it
+ *   concat.txt  a concat list naming h264.mp4 beside it (relative, so FFmpeg's "safe" allows it)
+ *   cam.mlv     a Magic Lantern header; its demuxer opens cam.m00 beside it through io_open
+ *   gap.mkv     10 frames, the last 5 shifted by 10,240 h (36,864,000 s): 12 KB
+ *   sparse.mkv  200 tiny frames 59 s apart (just under the hold: no gaps): 3.3 h in 20 KB
+ *   s64.mkv / s100.mkv  the 1 s clip mapped 64 / 100 times */
+static int make_hostile_fixtures(void)
+{
+    char line[1024];
+    if (mkdir(fixture("secret"), 0700) != 0)
+        return -1;
+    const char *ts[] = {"-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-t", "1", "-c:v", "libx264",
+                        "-pix_fmt", "yuv420p", fixture("secret/clip.ts"), NULL};
+    const char *dash[] = {"-i", fixture("h264.mp4"), "-c", "copy", "-f", "dash", fixture("dash.mpd"), NULL};
+    const char *gap[] = {"-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10", "-frames:v", "10", "-vf",
+                         "setpts='if(gte(N,5),PTS+36864000/TB,PTS)'", "-vsync", "passthrough", "-c:v", "libx264",
+                         "-pix_fmt", "yuv420p", fixture("gap.mkv"), NULL};
+    const char *sparse[] = {"-f", "lavfi", "-i", "testsrc2=size=16x16:rate=1", "-frames:v", "200", "-vf",
+                            "setpts=N*59/TB", "-vsync", "passthrough", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                            fixture("sparse.mkv"), NULL};
+    const char *tiny[] = {"-f", "lavfi", "-i", "testsrc2=size=16x16:rate=1", "-t", "1", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p", fixture("tiny.mkv"), NULL};
+    const char *const *all[] = {ts, dash, gap, sparse, tiny};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (run_ffmpeg(all[i]) != 0) {
+            fprintf(stderr, "ffmpeg hostile fixture %zu failed\n", i);
+            return -1;
+        }
+    for (int want = 64; want <= 100; want += 36) {
+        const char *args[256];
+        int n = 0;
+        char out[64];
+        snprintf(out, sizeof out, "s%d.mkv", want);
+        args[n++] = "-i";
+        args[n++] = fixture("tiny.mkv");
+        for (int i = 0; i < want; i++) {
+            args[n++] = "-map";
+            args[n++] = "0:v";
+        }
+        args[n++] = "-c";
+        args[n++] = "copy";
+        args[n++] = fixture(out);
+        args[n] = NULL;
+        if (run_ffmpeg(args) != 0)
+            return -1;
+    }
+    snprintf(line, sizeof line, "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n%s\n#EXT-X-ENDLIST\n",
+             fixture("secret/clip.ts"));
+    if (tu_write_file(fixture("list.m3u8"), line, strlen(line)) != 0)
+        return -1;
+    snprintf(line, sizeof line, "ffconcat version 1.0\nfile 'h264.mp4'\n");
+    if (tu_write_file(fixture("concat.txt"), line, strlen(line)) != 0)
+        return -1;
+    /* MLVI block: magic, size 52, version, GUID, file 0 of 1, no flags, no video or audio class,
+     * no frames, 25/1 fps; then an empty NULL block. All little-endian. */
+    static const unsigned char mlv[] = {
+        'M', 'L', 'V', 'I', 52, 0, 0, 0, 'v', '2', '.', '0', 0, 0, 0, 0, 0x34, 0x12, 0, 0, 0, 0, 0, 0,
+        0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0, 0, 0, 1, 0, 0, 0,
+        'N', 'U', 'L', 'L', 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (tu_write_file(fixture("cam.mlv"), mlv, sizeof mlv) != 0 || tu_write_file(fixture("cam.m00"), mlv, 52) != 0)
         return -1;
     return 0;
 }
@@ -327,10 +393,15 @@ static void test_truncated_mkv(void)
     CHECK_EQ_INT(probe(fixture("six.mkv"), &vi, err, sizeof err), MD_OK);
     CHECK_EQ_INT(vi.n_video_packets, 60);
     CHECK_EQ_INT(vi.truncated, 0);
+    CHECK_EQ_INT(vi.data_duration_ms, 6000);
     CHECK_EQ_INT(probe(fixture("trunc.mkv"), &vi, err, sizeof err), MD_OK);
     CHECK(vi.n_video_packets > 0 && vi.n_video_packets < 60);
     CHECK_EQ_INT(vi.truncated, 1);
     CHECK(vi.duration_ms >= 5900 && vi.duration_ms <= 6100); /* what the headers claim */
+    /* ... and what can be indexed: the frames that are there, 100 ms each (one more when the
+     * cut leaves a frame whose packet is counted damaged). */
+    CHECK(llabs(vi.data_duration_ms - vi.n_video_packets * 100) <= 100);
+    CHECK(vi.data_duration_ms < 4500);
 }
 
 static void test_rotation(void)
@@ -443,6 +514,95 @@ static void test_concurrent(void)
         CHECK(jobs[i].ok);
 }
 
+/* ---- hostile files (issue 11) ---- */
+
+/* Every format that opens other files is refused, naming what it is; allowed, the same files
+ * read the other files (so the fixtures really do). */
+static void test_refuse_nested(void)
+{
+    static const struct {
+        const char *file, *needle;
+    } cases[] = {{"list.m3u8", "playlist (hls)"},
+                 {"dash.mpd", "manifest (dash)"},
+                 {"concat.txt", "concat list"},
+                 {"cam.mlv", "cam.m00"}};
+    md_video_info vi;
+    char err[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        md_status st = probe(fixture(cases[i].file), &vi, err, sizeof err);
+        CHECK_EQ_INT(st, MD_ERR_MEDIA);
+        if (!strstr(err, "refused") || !strstr(err, cases[i].needle)) {
+            fprintf(stderr, "  %s: %s \"%s\"\n", cases[i].file, md_status_str(st), err);
+            CHECK(0);
+        }
+        CHECK_EQ_INT(vi.width, 0);
+    }
+    md_video_open_opts allow = {.allow_nested = 1};
+    CHECK_EQ_INT(md_video_probe_ex(fixture("list.m3u8"), &allow, &vi, NULL, NULL, err, sizeof err), MD_OK);
+    CHECK_STR(vi.format, "hls");
+    CHECK_EQ_INT(vi.n_video_packets, 10); /* secret/clip.ts, 1 s at 10 fps */
+    CHECK_EQ_INT(md_video_probe_ex(fixture("concat.txt"), &allow, &vi, NULL, NULL, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(vi.n_video_packets, 20);
+    /* The default options are the refusing ones. */
+    md_video_open_opts zero = {0};
+    CHECK_EQ_INT(md_video_probe_ex(fixture("list.m3u8"), &zero, &vi, NULL, NULL, err, sizeof err), MD_ERR_MEDIA);
+    CHECK_EQ_INT(md_video_probe_ex(fixture("h264.mp4"), &zero, &vi, NULL, NULL, err, sizeof err), MD_OK);
+}
+
+/* A 10,240-hour jump between two frames is one gap: counted, measured, not refused. */
+static void test_gap(void)
+{
+    md_video_info vi;
+    char err[256];
+    md_status st = probe(fixture("gap.mkv"), &vi, err, sizeof err);
+    CHECK_EQ_INT(st, MD_OK);
+    if (st != MD_OK)
+        fprintf(stderr, "  gap.mkv: %s\n", err);
+    CHECK_EQ_INT(vi.n_video_packets, 10);
+    CHECK_EQ_INT(vi.duration_ms, 36864001000LL); /* the timeline is that long */
+    CHECK_EQ_INT(vi.data_duration_ms, 36864001000LL);
+    CHECK_EQ_INT(vi.n_gaps, 1);
+    /* From the end of the frame at 0.4 s (0.5 s) to the one at 36,864,000.5 s. */
+    CHECK_EQ_INT(vi.gap_ms, 36864000000LL);
+    CHECK_EQ_INT(vi.truncated, 0);
+    CHECK(vi.size_bytes < 20000);
+    /* An ordinary clip has none. */
+    CHECK_EQ_INT(probe(fixture("h264.mp4"), &vi, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(vi.n_gaps, 0);
+    CHECK_EQ_INT(vi.gap_ms, 0);
+    CHECK_EQ_INT(vi.data_duration_ms, 2000);
+}
+
+/* 3.3 hours in 20 KB without a gap (frames 59 s apart, just within the hold) is more sampled
+ * time per byte than any recording has: refused, saying so. */
+static void test_sampled_time_per_byte(void)
+{
+    md_video_info vi;
+    char err[256];
+    md_status st = probe(fixture("sparse.mkv"), &vi, err, sizeof err);
+    CHECK_EQ_INT(st, MD_ERR_MEDIA);
+    if (!strstr(err, "refused") || !strstr(err, "h per MB")) {
+        fprintf(stderr, "  sparse.mkv: %s \"%s\"\n", md_status_str(st), err);
+        CHECK(0);
+    }
+    CHECK_EQ_INT(vi.duration_ms, -1);
+}
+
+static void test_stream_limit(void)
+{
+    md_video_info vi;
+    char err[256];
+    md_status st = probe(fixture("s64.mkv"), &vi, err, sizeof err);
+    CHECK_EQ_INT(st, MD_OK);
+    CHECK_EQ_INT(vi.n_streams, MD_VIDEO_MAX_STREAMS);
+    st = probe(fixture("s100.mkv"), &vi, err, sizeof err);
+    CHECK_EQ_INT(st, MD_ERR_MEDIA);
+    if (!strstr(err, "refused") || !strstr(err, "64 streams")) {
+        fprintf(stderr, "  s100.mkv: %s \"%s\"\n", md_status_str(st), err);
+        CHECK(0);
+    }
+}
+
 /* ---- the shared sample clip ---- */
 
 static int shared_clip(char *out, size_t outlen)
@@ -515,7 +675,7 @@ int main(int argc, char **argv)
      * the fixtures with a working ffmpeg is a failure (and the cases are not run). */
     if (!g_have_ffmpeg) {
         md_test_skip_rest("no working ffmpeg on PATH to make the fixtures");
-    } else if (make_fixtures() != 0) {
+    } else if (make_fixtures() != 0 || make_hostile_fixtures() != 0) {
         fprintf(stderr, "not ok make_fixtures\n");
         md_t_failed++;
         md_test_skip_rest("make_fixtures failed");
@@ -534,6 +694,10 @@ int main(int argc, char **argv)
     RUN(test_cancel);
     RUN(test_cancel_on_final_call);
     RUN(test_concurrent);
+    RUN(test_refuse_nested);
+    RUN(test_gap);
+    RUN(test_sampled_time_per_byte);
+    RUN(test_stream_limit);
     md_test_skip_rest(NULL);
 
     if (shared_clip(g_clip, sizeof g_clip))
