@@ -35,6 +35,7 @@
 
 #include "cJSON.h"
 #include "../../server/server.h"
+#include "../../video/isolate.h"
 
 static md_config g_cfg;
 static md_server g_srv;
@@ -64,8 +65,12 @@ static void stop_all(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void)argc;
-    (void)argv;
+    /* The daemon's sandboxed video workers are this executable started again as
+     * "/proc/self/exe __video-worker ..." (video/isolate.h): serve that before libFuzzer reads
+     * the arguments, as momentd's main() does. */
+    int wrc = md_video_worker_main(*argc, *argv);
+    if (wrc >= 0)
+        exit(wrc);
     char err[1024];
     md_errbuf e = {{0}};
     signal(SIGPIPE, SIG_IGN);
