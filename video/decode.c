@@ -588,13 +588,14 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
         goto out;
     }
     /* _FPS: the targets whose times fit in int64 ticks with room to spare, so target arithmetic
-     * never overflows whatever the file's timestamps. */
+     * never overflows whatever the file's timestamps. When even that count overflows (several
+     * targets per tick), every target's time is below its number and all fit. */
     d->limit = p.sampling == MD_VIDEO_SAMPLE_COUNT
                    ? p.count
                    : av_rescale_rnd(INT64_MAX / 4, (int64_t)d->interval.den * d->tb.num,
                                     (int64_t)d->interval.num * d->tb.den, AV_ROUND_DOWN);
     if (d->limit < 1)
-        d->limit = 1;
+        d->limit = LLONG_MAX;
     d->expected = expected_frames(d);
     /* Keyframe mode holds a keyframe for its whole GOP: only when no GOP is longer than a frame
      * may stand (MD_VIDEO_MAX_HOLD_MS) and the timestamps have no gaps. */
@@ -698,9 +699,14 @@ static long long first_target_from(const md_video_decoder *d, int64_t p)
         k = av_rescale_rnd(rel, (int64_t)d->interval.den * d->tb.num, (int64_t)d->interval.num * d->tb.den,
                            AV_ROUND_UP);
     else
-        k = (av_rescale_rnd(rel, 2 * (int64_t)d->p.count, d->duration, AV_ROUND_UP) - 1) / 2;
+        k = av_rescale_rnd(rel, 2 * (int64_t)d->p.count, d->duration, AV_ROUND_UP);
+    /* INT64_MIN is av_rescale_rnd's overflow: P lies beyond every target. Never walk there. */
     if (k < 0)
-        k = 0;
+        return d->limit;
+    if (d->p.sampling != MD_VIDEO_SAMPLE_FPS)
+        k = k > 0 ? (k - 1) / 2 : 0;
+    if (k > d->limit)
+        k = d->limit;
     /* The estimate is within one of the answer either way; settle it on the exact targets. */
     while (k < d->limit && target_abs(d, k) < p)
         k++;
