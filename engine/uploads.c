@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "../base/utf8.h"
 #include "library_internal.h"
 #include "sha256.h"
 
@@ -26,17 +27,36 @@ struct md_upload {
     md_sha256 h;
 };
 
-/* Keeps the last path component, drops control characters, caps the length. */
+/* Keeps the last path component, as valid UTF-8 (each ill-formed sequence becomes U+FFFD), drops
+ * control characters (C0, DEL, C1), and cuts to OUTLEN-1 bytes on a character boundary, so that
+ * the stored name always goes out as valid JSON. "upload" when nothing is left. */
 static void clean_name(const char *in, char *out, size_t outlen)
 {
     const char *base = in;
     for (const char *p = in; *p; p++)
         if (*p == '/' || *p == '\\')
             base = p + 1;
-    size_t k = 0;
-    for (const char *p = base; *p && k + 1 < outlen; p++)
-        if ((unsigned char)*p >= 0x20 && *p != 0x7f)
-            out[k++] = *p;
+    /* The stored name is short (MD_STORE_NAME_MAX): a longer input only matters up to a bound
+     * (a cut in the middle of a character there just turns into U+FFFD past what is kept, unless
+     * the first 64 KiB are all control characters, when the name becomes "upload"). */
+    size_t n = strnlen(base, 64 * 1024), k = 0;
+    char *fixed = malloc(3 * n + 1); /* repair turns a byte into at most 3 */
+    if (fixed) {
+        md_utf8_repair(base, n, fixed, 3 * n + 1);
+        /* FIXED is valid UTF-8 now: the first byte gives each character's length. */
+        for (const unsigned char *p = (const unsigned char *)fixed; *p;) {
+            size_t len = *p < 0x80 ? 1 : *p < 0xE0 ? 2 : *p < 0xF0 ? 3 : 4;
+            int control = *p < 0x20 || *p == 0x7f || (*p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F);
+            if (!control) {
+                if (k + len > outlen - 1)
+                    break;
+                memcpy(out + k, p, len);
+                k += len;
+            }
+            p += len;
+        }
+        free(fixed);
+    }
     out[k] = 0;
     if (!k)
         snprintf(out, outlen, "upload");

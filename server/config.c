@@ -60,7 +60,9 @@ static const setting SETTINGS[] = {
     {"max_upload", T_SIZE, "4G", MD_MAX_UPLOAD_MIN, MD_MAX_UPLOAD_MAX, NULL, F(max_upload), 0,
      "largest accepted upload, bytes with optional K/M/G/T suffix", NULL},
     {"workers", T_INT, "2", MD_WORKERS_MIN, MD_WORKERS_MAX, NULL, F(workers), 0, "indexing worker threads", NULL},
-    {"http_threads", T_INT, "8", 1, 256, NULL, F(http_threads), 0, "HTTP connection threads", NULL},
+    {"http_threads", T_INT, "0", 0, 256, NULL, F(http_threads), 0,
+     "searches and groundings computed at once, 0: one per CPU core (every connection has its own thread; "
+     "more searches wait their turn, 30 s at most)", NULL},
     {"allowed_roots", T_LIST, "", 0, 0, NULL, F(allowed_roots), F(n_allowed_roots),
      "comma-separated directories that POST /v1/index may read (empty: none)", check_allowed_roots},
     {"api_key", T_STR, "", 0, 0, NULL, F(api_key), 0,

@@ -40,6 +40,10 @@ static md_status h_health(md_req *r, md_errbuf *e)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", state == 1 ? "ok" : state == 0 ? "starting" : "stopping");
     cJSON_AddStringToObject(o, "version", MD_VERSION);
+    /* Health is public (load balancers probe it without the key), but the rest says where the
+     * data and model live and how much is indexed: only for requests that may see the library. */
+    if (!r->authorized)
+        return reply_json(r, state == 1 ? 200 : 503, o);
     cJSON *b = cJSON_AddObjectToObject(o, "backend");
     md_engine_info info;
     md_engine_get_info(&info);
@@ -73,7 +77,7 @@ static md_status h_metrics(md_req *r, md_errbuf *e)
         return st;
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    md_metrics_write(&buf, &len, &cap);
+    int bad_head = md_metrics_write(&buf, &len, &cap);
     char tail[2048];
     snprintf(tail, sizeof tail,
              "# HELP momentd_jobs Jobs by state.\n# TYPE momentd_jobs gauge\n"
@@ -89,15 +93,23 @@ static md_status h_metrics(md_req *r, md_errbuf *e)
              "# HELP momentd_up 1 while serving.\n# TYPE momentd_up gauge\nmomentd_up 1\n",
              s.jobs_queued, s.jobs_running, s.jobs_done, s.jobs_failed, s.jobs_queued, s.videos, s.bytes_stored,
              s.bytes_indexed_paths);
-    size_t tl = strlen(tail);
-    char *nb = realloc(buf, len + tl + 1);
-    if (!nb) {
+    int bad = bad_head | md_appendf(&buf, &len, &cap, "%s", tail);
+    bad |= md_appendf(&buf, &len, &cap, "# HELP momentd_index_stage_seconds_total Seconds spent indexing, by stage "
+                                        "(all workers added up).\n# TYPE momentd_index_stage_seconds_total counter\n");
+    for (int i = 0; i < MD_STAGE_COUNT; i++)
+        bad |= md_appendf(&buf, &len, &cap, "momentd_index_stage_seconds_total{stage=\"%s\"} %.6f\n",
+                          md_stage_name(i), s.stage_seconds[i]);
+    bad |= md_appendf(&buf, &len, &cap, "# HELP momentd_decode_failures_total Jobs whose file could not be indexed, "
+                                        "by reason.\n# TYPE momentd_decode_failures_total counter\n");
+    for (int i = 0; i < MD_FAIL_COUNT; i++)
+        bad |= md_appendf(&buf, &len, &cap, "momentd_decode_failures_total{reason=\"%s\"} %lld\n",
+                          md_fail_reason_name(i), s.failures[i]);
+    if (bad || !buf) {
         free(buf);
         return md_fail(e, MD_ERR_NOMEM, "out of memory");
     }
-    memcpy(nb + len, tail, tl + 1);
     r->code = 200;
-    r->text = nb;
+    r->text = buf;
     r->text_type = "text/plain; version=0.0.4; charset=utf-8";
     return MD_OK;
 }
@@ -296,7 +308,8 @@ static md_status opt_bool(md_req *r, const char *name, int def, int *out, md_err
     return st;
 }
 
-/* Option NAME as text, NULL when absent; a JSON value that is not a string is an error. */
+/* Option NAME as text, NULL when absent; a JSON value that is not a string is an error, and so
+ * is text that is not valid UTF-8 (it would be echoed back in answers as invalid JSON). */
 static md_status opt_str(md_req *r, const char *name, const char **out, md_errbuf *e)
 {
     const cJSON *j;
@@ -306,6 +319,8 @@ static md_status opt_str(md_req *r, const char *name, const char **out, md_errbu
             return md_fail(e, MD_ERR_INVALID, "'%s' must be a string", name);
         *out = j->valuestring;
     }
+    if (*out && !md_utf8_valid(*out, strlen(*out)))
+        return md_fail(e, MD_ERR_INVALID, "'%s' is not valid UTF-8", name);
     return MD_OK;
 }
 
@@ -399,18 +414,18 @@ static md_status h_ground(md_req *r, md_errbuf *e)
 
 /* The routes. Order matters only for the Allow header. */
 const md_route md_routes[] = {
-    {"GET", "/v1/health", h_health, MD_BODY_NONE, 1},
-    {"GET", "/v1/openapi.json", h_openapi, MD_BODY_NONE, 1},
-    {"GET", "/metrics", h_metrics, MD_BODY_NONE, 0},
-    {"POST", "/v1/videos", h_upload, MD_BODY_UPLOAD, 0},
-    {"GET", "/v1/videos", h_list_videos, MD_BODY_NONE, 0},
-    {"GET", "/v1/videos/{id}", h_get_video, MD_BODY_NONE, 0},
-    {"DELETE", "/v1/videos/{id}", h_delete_video, MD_BODY_NONE, 0},
-    {"POST", "/v1/index", h_index, MD_BODY_JSON, 0},
-    {"GET", "/v1/jobs/{id}", h_get_job, MD_BODY_NONE, 0},
-    {"GET", "/v1/search", h_search, MD_BODY_NONE, 0},
-    {"POST", "/v1/search", h_search, MD_BODY_QUERY, 0},
-    {"GET", "/v1/videos/{id}/ground", h_ground, MD_BODY_NONE, 0},
-    {"POST", "/v1/videos/{id}/ground", h_ground, MD_BODY_JSON, 0},
+    {"GET", "/v1/health", h_health, MD_BODY_NONE, 1, 0},
+    {"GET", "/v1/openapi.json", h_openapi, MD_BODY_NONE, 1, 0},
+    {"GET", "/metrics", h_metrics, MD_BODY_NONE, 0, 0},
+    {"POST", "/v1/videos", h_upload, MD_BODY_UPLOAD, 0, 0},
+    {"GET", "/v1/videos", h_list_videos, MD_BODY_NONE, 0, 0},
+    {"GET", "/v1/videos/{id}", h_get_video, MD_BODY_NONE, 0, 0},
+    {"DELETE", "/v1/videos/{id}", h_delete_video, MD_BODY_NONE, 0, 0},
+    {"POST", "/v1/index", h_index, MD_BODY_JSON, 0, 0},
+    {"GET", "/v1/jobs/{id}", h_get_job, MD_BODY_NONE, 0, 0},
+    {"GET", "/v1/search", h_search, MD_BODY_NONE, 0, 1},
+    {"POST", "/v1/search", h_search, MD_BODY_QUERY, 0, 1},
+    {"GET", "/v1/videos/{id}/ground", h_ground, MD_BODY_NONE, 0, 1},
+    {"POST", "/v1/videos/{id}/ground", h_ground, MD_BODY_JSON, 0, 1},
 };
 const int md_n_routes = (int)(sizeof md_routes / sizeof md_routes[0]);

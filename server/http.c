@@ -14,11 +14,12 @@
 #include <string.h>
 #include <strings.h>
 #include <errno.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server.h"
 
-/* ---- request counters ------------------------------------------------- */
+/* ---- request counters and latency histograms ------------------------- */
 
 #define MAX_COUNTERS 512
 static struct counter {
@@ -28,10 +29,25 @@ static struct counter {
     double seconds;
 } g_counters[MAX_COUNTERS];
 static int g_n_counters;
+
+/* Upper bounds of the latency buckets, in seconds: from a cached health check (well under 1 ms)
+ * to a multi-gigabyte upload (minutes); +Inf is implicit. */
+static const double LATENCY_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5,   1,      2.5,   5,    10,    30,    60,   300};
+#define N_BUCKETS (sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0])
+#define MAX_ROUTES 64
+/* Per route (index + 1; 0 is "no route matched"): requests per bucket (not cumulative: the
+ * running sums are made when written), all requests, and their seconds. */
+static struct histogram {
+    unsigned long long bucket[N_BUCKETS];
+    unsigned long long count;
+    double sum;
+} g_hist[MAX_ROUTES + 1];
 static pthread_mutex_t g_counters_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void md_metrics_count(int route_index, unsigned int code, double seconds)
 {
+    assert(md_n_routes <= MAX_ROUTES && route_index < md_n_routes);
     pthread_mutex_lock(&g_counters_mu);
     int i = 0;
     for (; i < g_n_counters; i++)
@@ -43,11 +59,18 @@ void md_metrics_count(int route_index, unsigned int code, double seconds)
         g_counters[i].n++;
         g_counters[i].seconds += seconds;
     }
+    struct histogram *h = &g_hist[route_index + 1];
+    size_t b = 0;
+    while (b < N_BUCKETS && seconds > LATENCY_BUCKETS[b])
+        b++;
+    if (b < N_BUCKETS)
+        h->bucket[b]++;
+    h->count++;
+    h->sum += seconds;
     pthread_mutex_unlock(&g_counters_mu);
 }
 
-static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+int md_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
     va_list ap;
     for (;;) {
@@ -55,42 +78,71 @@ static void appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
         int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, ap);
         va_end(ap);
         if (n < 0)
-            return;
+            return -1;
         if (*buf && *len + (size_t)n < *cap) {
             *len += (size_t)n;
-            return;
+            return 0;
         }
         size_t nc = (*cap ? *cap * 2 : 4096) + (size_t)n;
         char *nb = realloc(*buf, nc);
-        if (!nb)
-            return;
+        if (!nb) {
+            if (*buf)
+                (*buf)[*len] = 0; /* vsnprintf may have written a cut piece */
+            return -1;
+        }
         *buf = nb;
         *cap = nc;
     }
 }
 
-void md_metrics_write(char **buf, size_t *len, size_t *cap)
+int md_metrics_write(char **buf, size_t *len, size_t *cap)
 {
-    appendf(buf, len, cap, "# HELP momentd_http_requests_total HTTP requests by route and status.\n"
-                           "# TYPE momentd_http_requests_total counter\n");
+    int bad = md_appendf(buf, len, cap, "# HELP momentd_http_requests_total HTTP requests by route and status.\n"
+                              "# TYPE momentd_http_requests_total counter\n");
     pthread_mutex_lock(&g_counters_mu);
     for (int i = 0; i < g_n_counters; i++) {
         const struct counter *c = &g_counters[i];
         const char *m = c->route >= 0 ? md_routes[c->route].method : "";
         const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
-        appendf(buf, len, cap, "momentd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n", m, p,
-                c->code, c->n);
+        bad |= md_appendf(buf, len, cap, "momentd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n", m,
+                   p, c->code, c->n);
     }
-    appendf(buf, len, cap, "# HELP momentd_http_request_seconds_total Time spent answering, by route and status.\n"
-                           "# TYPE momentd_http_request_seconds_total counter\n");
+    bad |= md_appendf(buf, len, cap, "# HELP momentd_http_request_seconds_total Time spent answering, by route and status.\n"
+                              "# TYPE momentd_http_request_seconds_total counter\n");
     for (int i = 0; i < g_n_counters; i++) {
         const struct counter *c = &g_counters[i];
         const char *m = c->route >= 0 ? md_routes[c->route].method : "";
         const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
-        appendf(buf, len, cap, "momentd_http_request_seconds_total{method=\"%s\",route=\"%s\",status=\"%u\"} %.6f\n",
-                m, p, c->code, c->seconds);
+        bad |= md_appendf(buf, len, cap, "momentd_http_request_seconds_total{method=\"%s\",route=\"%s\",status=\"%u\"} %.6f\n",
+                   m, p, c->code, c->seconds);
+    }
+    /* Every route is listed, also before its first request (a histogram of zeros), so that a
+     * dashboard's series exist from start-up; "unmatched" only once something did not match. */
+    bad |= md_appendf(buf, len, cap,
+               "# HELP momentd_http_request_duration_seconds Time from the request's first byte of headers "
+               "to the end of the answer, by route.\n"
+               "# TYPE momentd_http_request_duration_seconds histogram\n");
+    for (int r = -1; r < md_n_routes; r++) {
+        const struct histogram *h = &g_hist[r + 1];
+        if (r < 0 && h->count == 0)
+            continue;
+        const char *m = r >= 0 ? md_routes[r].method : "";
+        const char *p = r >= 0 ? md_routes[r].pattern : "unmatched";
+        unsigned long long cum = 0;
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+            cum += h->bucket[b];
+            bad |= md_appendf(buf, len, cap,
+                       "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n", m, p,
+                       LATENCY_BUCKETS[b], cum);
+        }
+        bad |= md_appendf(buf, len, cap,
+                   "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n"
+                   "momentd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
+                   "momentd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
+                   m, p, h->count, m, p, h->sum, m, p, h->count);
     }
     pthread_mutex_unlock(&g_counters_mu);
+    return bad;
 }
 
 /* ---- routing ---------------------------------------------------------- */
@@ -379,19 +431,64 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
             cJSON_AddStringToObject(r->form, key, buf);
         return MHD_YES;
     }
-    if (!sink_open(r)) {
-        if (r->saw_file)
-            return MHD_YES; /* one file per request: later file parts are ignored */
+    /* A file part. libmicrohttpd gives each part's bytes with offsets from 0, so a call at offset
+     * 0 after bytes were taken, or under another field or file name, starts a new part. Two
+     * parts would be concatenated into one file: refused instead, naming both. */
+    if (r->saw_file) {
+        int same = r->part_next_off == off && (off != 0 || (strcmp(r->part_key, key ? key : "") == 0 &&
+                                                            strcmp(r->part_filename, filename) == 0));
+        if (!same) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "multipart %s has more than one file part ('%.200s', '%.200s'); send one %s per request",
+                     r->mode == MD_BODY_UPLOAD ? "upload" : "query", r->part_filename, filename,
+                     r->mode == MD_BODY_UPLOAD ? "file" : "picture");
+            body_fail(r, MD_ERR_INVALID, msg);
+            return MHD_YES;
+        }
+    } else {
         r->saw_file = 1;
+        r->part_key = strdup(key ? key : "");
+        r->part_filename = strdup(filename);
+        if (!r->part_key || !r->part_filename) {
+            body_fail(r, MD_ERR_NOMEM, "out of memory");
+            return MHD_YES;
+        }
         sink_begin(r, filename);
         if (r->body_status != MD_OK)
             return MHD_YES;
-    } else if (r->saw_file > 1) {
-        return MHD_YES;
     }
+    r->part_next_off = off + size;
     if (size)
         sink_write(r, data, size);
     return MHD_YES;
+}
+
+/* JSON must be UTF-8 (RFC 8259) and cJSON passes any bytes through, so a string that is not
+ * would come back out in answers that strict clients cannot parse. Finds the first such string
+ * in J (a value: returns 1, a member name: 2; 0 when there is none) and writes where it is into
+ * PATH ("q", "paths[2]", "a.b"; "" for J itself), PLEN bytes of which are J's own path. */
+static int json_bad_utf8(const cJSON *j, char *path, size_t cap, size_t plen)
+{
+    if (cJSON_IsString(j))
+        return md_utf8_valid(j->valuestring, strlen(j->valuestring)) ? 0 : 1;
+    int i = 0;
+    for (const cJSON *c = j->child; c; c = c->next, i++) {
+        int n;
+        if (cJSON_IsObject(j)) {
+            const char *k = c->string ? c->string : "";
+            if (!md_utf8_valid(k, strlen(k)))
+                return 2; /* PATH names the object the member is in */
+            n = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", k);
+        } else {
+            n = snprintf(path + plen, cap - plen, "[%d]", i);
+        }
+        size_t l = n < 0 ? plen : plen + (size_t)n < cap ? plen + (size_t)n : cap - 1;
+        int bad = json_bad_utf8(c, path, cap, l);
+        if (bad)
+            return bad;
+        path[plen] = 0;
+    }
+    return 0;
 }
 
 static void take_body(md_req *r, const char *data, size_t size)
@@ -472,11 +569,81 @@ static int setup_body(md_req *r)
     return 0;
 }
 
-/* First callback of a request: route, auth, declared size, body set-up.
+/* ---- the request head ------------------------------------------------- */
+
+struct head_stats {
+    size_t bytes, n;   /* names + values, fields */
+    int content_length; /* Content-Length fields */
+};
+
+static enum MHD_Result head_count(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                  const char *value, size_t value_size)
+{
+    struct head_stats *h = cls;
+    (void)kind, (void)value;
+    h->bytes += key_size + value_size + 2;
+    h->n++;
+    if (key && strcasecmp(key, "Content-Length") == 0)
+        h->content_length++;
+    return MHD_YES;
+}
+
+/* The head's limits (server.h) and the framing headers, checked before routing so that every
+ * path gets the same answers. libmicrohttpd has parsed the head already; what it refuses itself
+ * never gets here (md_server_start lists those cases). Returns 1 when a response was queued. */
+static int check_head(md_req *r)
+{
+    struct head_stats q = {0}, h = {0};
+    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, head_count, &q);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, head_count, &h);
+    size_t url = strlen(r->url) + q.bytes;
+    char msg[300];
+    if (url > MD_MAX_URL_BYTES || q.n > MD_MAX_QUERY_ARGS) {
+        snprintf(msg, sizeof msg,
+                 "request target too long: %zu bytes and %zu query arguments (limits: %d bytes, %d arguments); "
+                 "send long parameters in a JSON body",
+                 url, q.n, MD_MAX_URL_BYTES, MD_MAX_QUERY_ARGS);
+        md_reply_error(r, 414, "uri_too_long", msg);
+        return 1;
+    }
+    if (h.bytes > MD_MAX_HEADER_BYTES || h.n > MD_MAX_HEADERS) {
+        snprintf(msg, sizeof msg, "request headers too large: %zu bytes in %zu fields (limits: %d bytes, %d fields)",
+                 h.bytes, h.n, MD_MAX_HEADER_BYTES, MD_MAX_HEADERS);
+        md_reply_error(r, 431, "header_fields_too_large", msg);
+        return 1;
+    }
+    /* libmicrohttpd reads a body framed by Transfer-Encoding and ignores Content-Length then, and
+     * takes the first of several Content-Lengths: a request that two parsers could read in two
+     * ways (request smuggling through a proxy) is refused, as RFC 9112 section 6.3 allows. */
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (h.content_length > 1) {
+        md_reply_error(r, 400, "invalid_request", "more than one Content-Length header; send exactly one");
+        return 1;
+    }
+    if (te && h.content_length) {
+        md_reply_error(r, 400, "invalid_request",
+                       "both Transfer-Encoding and Content-Length are set, which is ambiguous; send one of them");
+        return 1;
+    }
+    if (te && strcasecmp(te, "chunked") != 0) {
+        snprintf(msg, sizeof msg,
+                 "Transfer-Encoding '%.100s' is not supported; send the body with a Content-Length or as "
+                 "Transfer-Encoding: chunked",
+                 te);
+        md_reply_error(r, 501, "not_implemented", msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* First callback of a request: head limits, route, auth, declared size, body set-up.
  * Returns 1 when a response was queued already. */
 static int begin_request(md_req *r)
 {
     md_server *srv = r->srv;
+    r->authorized = key_ok(r);
+    if (check_head(r))
+        return 1;
     int path_matched = 0, bad_id = 0;
     char allow_buf[128] = "";
     for (int i = 0; i < md_n_routes; i++) {
@@ -525,7 +692,7 @@ static int begin_request(md_req *r)
         md_reply_error(r, 405, "method_not_allowed", msg);
         return 1;
     }
-    if (!r->route->public_route && !key_ok(r)) {
+    if (!r->route->public_route && !r->authorized) {
         md_reply_error(r, 401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer <api_key>'");
         return 1;
     }
@@ -539,6 +706,42 @@ static int begin_request(md_req *r)
         return 1;
     }
     return setup_body(r);
+}
+
+/* ---- compute slots ---------------------------------------------------- */
+
+#define COMPUTE_WAIT_S 30
+
+/* Waits (COMPUTE_WAIT_S at most) for one of the compute slots (md_server): more searches at once
+ * would only share the same cores and memory, slower each. MD_ERR_UNAVAILABLE when none frees up
+ * in time. */
+static md_status compute_take(md_server *srv, md_errbuf *e)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += COMPUTE_WAIT_S;
+    int rc = 0;
+    pthread_mutex_lock(&srv->compute_mu);
+    while (srv->compute_busy >= srv->compute_slots && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&srv->compute_cv, &srv->compute_mu, &until);
+    int got = srv->compute_busy < srv->compute_slots;
+    if (got)
+        srv->compute_busy++;
+    pthread_mutex_unlock(&srv->compute_mu);
+    if (!got)
+        return md_fail(e, MD_ERR_UNAVAILABLE,
+                       "too many searches at once (%d computed at a time, setting http_threads; this one waited "
+                       "%d s); try again",
+                       srv->compute_slots, COMPUTE_WAIT_S);
+    return MD_OK;
+}
+
+static void compute_give(md_server *srv)
+{
+    pthread_mutex_lock(&srv->compute_mu);
+    srv->compute_busy--;
+    pthread_cond_signal(&srv->compute_cv);
+    pthread_mutex_unlock(&srv->compute_mu);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -593,6 +796,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             md_reply_status(r, MD_ERR_INVALID, msg);
             return MHD_YES;
         }
+        char where[256] = "";
+        int bad = json_bad_utf8(r->body_json, where, sizeof where, 0);
+        if (bad) {
+            char msg[400];
+            if (bad == 2)
+                snprintf(msg, sizeof msg, "a member name in the JSON body%s%s%s is not valid UTF-8", where[0] ? " (in '" : "",
+                         where, where[0] ? "')" : "");
+            else if (where[0])
+                snprintf(msg, sizeof msg, "'%s' in the JSON body is not valid UTF-8", where);
+            else
+                snprintf(msg, sizeof msg, "the JSON body is a string that is not valid UTF-8");
+            md_reply_status(r, MD_ERR_INVALID, msg);
+            return MHD_YES;
+        }
     }
     if (r->mode == MD_BODY_UPLOAD || r->mode == MD_BODY_QUERY) {
         if (r->multipart && r->pp) {
@@ -615,7 +832,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
     }
     md_errbuf e = {{0}};
-    md_status st = r->route->fn(r, &e);
+    md_status st;
+    if (r->route->compute) {
+        if ((st = compute_take(r->srv, &e)) == MD_OK) {
+            st = r->route->fn(r, &e);
+            compute_give(r->srv);
+        }
+    } else {
+        st = r->route->fn(r, &e);
+    }
     if (st != MD_OK)
         md_reply_status(r, st, e.msg[0] ? e.msg : md_status_str(st));
     else
@@ -644,6 +869,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->file_path[0])
         unlink(r->file_path);
     cJSON_Delete(r->form);
+    free(r->part_key);
+    free(r->part_filename);
     free(r->body);
     cJSON_Delete(r->body_json);
     resp_clear(r); /* a body never sent (the client went away first) */
@@ -659,9 +886,17 @@ void md_reply_status(md_req *r, md_status st, const char *msg)
 
 void md_reply_error(md_req *r, unsigned int http, const char *code, const char *msg)
 {
+    /* Messages quote the request (a value that is not a number, a method, a file name): its bytes
+     * are repaired here, once for every error, so that the answer is valid UTF-8 JSON. Each bad
+     * byte may become 3, hence the size. */
+    size_t ml = strlen(msg);
+    char *fixed = malloc(3 * ml + 1);
+    if (fixed)
+        md_utf8_repair(msg, ml, fixed, 3 * ml + 1);
     cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(err, "code", code);
-    cJSON_AddStringToObject(err, "message", msg);
+    cJSON_AddStringToObject(err, "message", fixed ? fixed : "(message lost: out of memory)");
+    free(fixed);
     resp_clear(r); /* whatever body the handler had set is dropped for the error */
     r->json = o;
     r->code = http;
@@ -683,7 +918,13 @@ md_status md_server_start(md_server *srv, md_errbuf *e)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    /* A thread per connection rather than a pool of event loops: in a pool each thread serves
+     * its connections one at a time, so an upload sharing a thread with searches got its next
+     * bytes read only between two searches (50 MB took 43-106 s instead of 0.3-0.5 s with 8
+     * searching clients and 2 threads; tests/e2e/upload_under_search.sh). CPU-heavy handlers
+     * are bounded separately (compute slots). */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                         MHD_USE_ERROR_LOG | MHD_USE_ITC;
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
     if (inet_pton(AF_INET, srv->cfg->bind, &s4->sin_addr) == 1) {
@@ -696,15 +937,43 @@ md_status md_server_start(md_server *srv, md_errbuf *e)
     } else {
         return md_fail(e, MD_ERR_INVALID, "setting 'bind': '%s' is not an IP address", srv->cfg->bind);
     }
-    /* The logger goes first so that MHD's own start-up messages use it too. */
+    /* The logger goes first so that MHD's own start-up messages use it too.
+     *
+     * Every answer goes out in the one JSON error shape, except those libmicrohttpd 0.9.75 sends
+     * by itself, in HTML, because it decides them while parsing, before (or instead of) calling
+     * on_request, and it has no hook to shape them:
+     *   - a request head that does not fit the connection's memory pool (MD_MHD_CONNECTION_MEMORY,
+     *     raised from the default 32 KiB so that heads far past our own limits still reach
+     *     check_head): 414 for the request line, 431 for headers or trailers;
+     *   - a Content-Length that is not a number (400) or does not fit 64 bits (413), checked
+     *     when the headers are parsed; 0.9.75 sends that answer's header block twice (its parser
+     *     queues the error and then carries on to the normal reply);
+     *   - chunked framing: a bad chunk-size line (400), a chunk size past 64 bits (413), a
+     *     chunk-size line longer than the free read buffer (500 "ask the developer": the buffer
+     *     is full and holds nothing we could consume);
+     *   - a malformed request line or header line (400, or the connection is closed), an HTTP
+     *     version other than 1.0/1.1 (505).
+     * tests/e2e/httpedge.sh sends each of these and checks the status. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* compute_take's deadline */
+    pthread_mutex_init(&srv->compute_mu, NULL);
+    pthread_cond_init(&srv->compute_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    srv->compute_busy = 0;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->compute_slots = srv->cfg->http_threads > 0 ? (int)srv->cfg->http_threads : cores > 0 ? (int)cores : 1;
     srv->mhd = MHD_start_daemon(flags, (uint16_t)srv->cfg->port, NULL, NULL, on_request, srv,
                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->cfg->http_threads,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
-                                (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024, MHD_OPTION_END);
-    if (!srv->mhd)
+                                (unsigned int)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MD_MHD_CONNECTION_MEMORY, MHD_OPTION_END);
+    if (!srv->mhd) {
+        pthread_cond_destroy(&srv->compute_cv);
+        pthread_mutex_destroy(&srv->compute_mu);
         return md_fail(e, MD_ERR_IO, "settings 'bind'/'port': cannot listen on %s port %lld (in use, or not allowed)",
                        srv->cfg->bind, srv->cfg->port);
+    }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = di ? di->port : (unsigned short)srv->cfg->port;
     return MD_OK;
@@ -716,6 +985,8 @@ void md_server_stop(md_server *srv)
         return;
     /* Stop accepting first, so nothing new arrives while requests finish. */
     MHD_quiesce_daemon(srv->mhd);
-    MHD_stop_daemon(srv->mhd);
+    MHD_stop_daemon(srv->mhd); /* joins every connection thread: no compute slot is in use after */
     srv->mhd = NULL;
+    pthread_cond_destroy(&srv->compute_cv);
+    pthread_mutex_destroy(&srv->compute_mu);
 }

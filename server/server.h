@@ -12,6 +12,7 @@
 #define MD_SERVER_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -20,6 +21,21 @@
 
 #define MD_MAX_JSON_BODY (1 << 20)
 #define MD_MAX_ROUTE_PARAMS 2
+
+/* Limits on the request head, checked in the first callback so that the answer is the one JSON
+ * error shape (414, 431) rather than libmicrohttpd's HTML. libmicrohttpd parses the head inside a
+ * per-connection memory pool (MD_MHD_CONNECTION_MEMORY) before any callback runs: the head's bytes
+ * plus a 48-byte record per header and per query argument. A head that overflows the pool is
+ * answered by libmicrohttpd itself (414/431 in HTML, see md_server_start), so the pool is made
+ * much larger than these limits: heads up to about 200 KB with ordinary field counts reach our
+ * check and get JSON. The pool is also the read buffer (half of it), and libmicrohttpd zeroes all
+ * of it between requests on a kept-alive connection, so it costs that much resident memory per
+ * such connection: 256 KiB x MHD_OPTION_CONNECTION_LIMIT (1024) = 256 MiB at worst. */
+#define MD_MAX_URL_BYTES (32 * 1024)    /* path + query string, as decoded */
+#define MD_MAX_QUERY_ARGS 2048          /* query-string arguments */
+#define MD_MAX_HEADER_BYTES (32 * 1024) /* header names and values, together */
+#define MD_MAX_HEADERS 200              /* header fields */
+#define MD_MHD_CONNECTION_MEMORY (256 * 1024)
 
 typedef struct md_server md_server;
 typedef struct md_req md_req;
@@ -50,6 +66,7 @@ typedef struct md_route {
     md_handler_fn fn;
     md_body_kind body;
     int public_route; /* answered without the API key */
+    int compute;      /* CPU-heavy (text encoding, scoring): runs in one of http_threads compute slots */
 } md_route;
 
 extern const md_route md_routes[];
@@ -62,6 +79,14 @@ struct md_server {
     struct MHD_Daemon *mhd;
     unsigned short port;
     double started_mono;
+    /* Compute slots (md_route.compute): such handlers run compute_slots at a time (setting
+     * http_threads, 0: the CPU cores). Every connection has its own thread, so a search waiting
+     * here, or running, never holds up another connection (an upload's bytes keep flowing), and
+     * more searches than cores at once would only share the cores, each slower, and starve the
+     * threads that move bytes. */
+    pthread_mutex_t compute_mu;
+    pthread_cond_t compute_cv;
+    int compute_busy, compute_slots;
 };
 
 struct md_req {
@@ -72,6 +97,7 @@ struct md_req {
     int route_index; /* -1 when no route matched */
     long long params[MD_MAX_ROUTE_PARAMS];
     double t0;
+    int authorized; /* no api_key is set, or the request carries it */
 
     /* body */
     char *body;
@@ -81,6 +107,10 @@ struct md_req {
     md_upload *upload;
     struct MHD_PostProcessor *pp;
     int multipart, saw_file;
+    /* The multipart file part being received: its field name and file name (to tell a second
+     * part from more bytes of the first) and the offset its next bytes must have. */
+    char *part_key, *part_filename;
+    uint64_t part_next_off;
     int file_fd;             /* MD_BODY_QUERY picture: temporary file, removed when the request ends */
     char file_path[4200];
     long long file_size;
@@ -148,14 +178,29 @@ const char *md_query_str(md_req *r, const char *name);
  * 1: match, 0: no match, -1: the shape matches but an id is not a positive integer. */
 int md_match_pattern(const char *pattern, const char *url, long long *params);
 
-/* Metrics (http.c): counted per route and status. */
+/* Metrics (http.c): counted per route and status, and a latency histogram per route
+ * (MD_LATENCY_BUCKETS upper bounds, in seconds). Thread-safe. */
 void md_metrics_count(int route_index, unsigned int code, double seconds);
-/* Appends the request counters in Prometheus text format. */
-void md_metrics_write(char **buf, size_t *len, size_t *cap);
+/* Appends the request counters and histograms in Prometheus text format to *BUF (malloc'd, grown
+ * with realloc; the caller frees it). Returns 0, or -1 when memory ran out (the text is cut). */
+int md_metrics_write(char **buf, size_t *len, size_t *cap);
+/* printf-style append to a growing buffer as above (*BUF NUL-terminated); 0, or -1 when the
+ * buffer could not grow (nothing appended). */
+int md_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* UTF-8 helpers of base/utf8.h (declared there; repeated here because the layering rule lets
+ * server/ include only engine/momentd.h from below it, and momentd.h does not include utf8.h
+ * yet). The two declarations must stay identical; the compiler checks that where both are seen. */
+int md_utf8_valid(const char *s, size_t n);
+size_t md_utf8_repair(const char *in, size_t n, char *out, size_t outlen);
 
 /* The OpenAPI document compiled into the binary (build/embedded.c). */
 extern const char md_openapi_json[];
 
+/* Starts listening (SRV's cfg set; lib may still be NULL: requests then get 503). Every
+ * connection is served by its own thread. md_server_stop stops accepting, waits for the requests
+ * in progress and frees what start made; safe to call when start failed or never ran (SRV
+ * zeroed). */
 md_status md_server_start(md_server *srv, md_errbuf *e);
 void md_server_stop(md_server *srv);
 

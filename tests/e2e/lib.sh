@@ -1,7 +1,8 @@
 # tests/e2e/lib.sh - helpers for the end-to-end tests (sourced by tests/e2e/run.sh):
 # pass/fail counters and check functions, starting/stopping real momentd daemons
 # on 127.0.0.1 port 0 (the port is read from the log), and `api`, a curl wrapper
-# that leaves the status code in $STATUS and the body in $E2E_BODY.
+# that leaves the status code in $STATUS and the body in $E2E_BODY (and keeps every JSON
+# body for e2e_check_json, which parses them all strictly at the end).
 #
 # Every check prints "ok - DESCRIPTION" or "not ok - DESCRIPTION (DETAILS)", a
 # case that cannot run here "skip - DESCRIPTION (REASON)"; e2e_summary prints
@@ -168,7 +169,8 @@ section() {
 # ---- HTTP ---------------------------------------------------------------
 
 # api METHOD PATH [curl args...]: request $BASE$PATH. Sets STATUS (000 when no
-# answer), CURL_RC; the body is in $E2E_BODY, the headers in $E2E_HDRS.
+# answer), CURL_RC; the body is in $E2E_BODY, the headers in $E2E_HDRS. A JSON body
+# is kept for e2e_check_json.
 api() {
     local method=$1 path=$2
     shift 2
@@ -178,6 +180,67 @@ api() {
     STATUS=$(curl -sS -o "$E2E_BODY" -D "$E2E_HDRS" -w '%{http_code}' --max-time 30 \
         -X "$method" "$@" "$BASE$path" 2>"$E2E_TMP/curl.err") || CURL_RC=$?
     [[ -n $STATUS ]] || STATUS=000
+    e2e_keep_json "$method $path"
+}
+
+# ---- every JSON answer parses strictly ------------------------------------
+
+# jq and curl take invalid UTF-8 without a word (jq replaces it), so a strict client's view is
+# checked apart: each JSON body the suite receives is kept (e2e_keep_json, from api) and all are
+# parsed in one Python run at the end (e2e_check_json), as UTF-8 in strict mode and as strict
+# JSON (no NaN or Infinity).
+E2E_JSON_N=0
+E2E_JSON_DIR=""
+
+# e2e_keep_json WHAT: keeps $E2E_BODY when $E2E_HDRS says it is application/json (the last
+# Content-Type, after any 100 Continue). WHAT names the request in a failure.
+e2e_keep_json() {
+    local line ct=""
+    [[ -s $E2E_BODY ]] || return 0
+    while IFS= read -r line || [[ -n $line ]]; do
+        line=${line%$'\r'}
+        if [[ ${line,,} == content-type:* ]]; then ct=${line#*:}; fi
+    done <"$E2E_HDRS"
+    [[ ${ct,,} == *application/json* ]] || return 0
+    if [[ -z $E2E_JSON_DIR ]]; then
+        E2E_JSON_DIR=$E2E_TMP/json-answers
+        mkdir -p "$E2E_JSON_DIR"
+    fi
+    E2E_JSON_N=$((E2E_JSON_N + 1))
+    cp "$E2E_BODY" "$E2E_JSON_DIR/$E2E_JSON_N.json"
+    printf '%s\t%s\t%s\n' "$E2E_JSON_N" "$STATUS" "${1//$'\t'/ }" >>"$E2E_JSON_DIR/index"
+}
+
+# e2e_check_json: one check over every kept JSON answer; fails naming the first that a strict
+# parser refuses. Skipped when no JSON answer was received (E2E_ONLY=config).
+e2e_check_json() {
+    local desc="every JSON answer of the suite parses as strict UTF-8 JSON" out
+    if ((E2E_JSON_N == 0)); then
+        skip "$desc" "no JSON answer was received"
+        return 0
+    fi
+    if out=$(python3 - "$E2E_JSON_DIR" 2>&1 <<'PY'
+import json, sys, os
+d = sys.argv[1]
+n = 0
+def no_constant(c):
+    raise ValueError("not JSON: " + c)
+for line in open(os.path.join(d, "index"), encoding="utf-8", errors="replace"):
+    i, status, what = line.rstrip("\n").split("\t", 2)
+    raw = open(os.path.join(d, i + ".json"), "rb").read()
+    try:
+        json.loads(raw.decode("utf-8", "strict"), parse_constant=no_constant)
+    except Exception as e:
+        print("answer %s (HTTP %s to %s): %s; body starts %r" % (i, status, what[:120], e, raw[:160]))
+        sys.exit(1)
+    n += 1
+print(n)
+PY
+    ); then
+        ok "$desc: $out answers"
+    else
+        not_ok "$desc" "$out"
+    fi
 }
 
 # wait_job ID TIMEOUT_S [STATE]: polls GET /v1/jobs/ID until its state is STATE

@@ -15,6 +15,9 @@
 # the order they run (each starts at a "# ====" banner with `if section NAME`):
 #   health uploads list delete errors notvideo concurrent toolarge apikey index
 #   crash sigterm config cors fulldisk search resume models temporal limits ids lock
+#   httpedge metrics
+# At the end one more check parses every JSON answer the suite received with a strict UTF-8
+# JSON parser (lib.sh, e2e_check_json).
 # An unknown name is an error (exit 2) that lists the valid ones.
 #
 # Real footage: ../shared/media (override with MD_SHARED_MEDIA) or the Debian
@@ -39,7 +42,7 @@ E2E_BIN=$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")
 # Sections in the order they run, and the section whose state (daemon, ids, data
 # dir) each one uses; e2e_select (lib.sh) reads E2E_ONLY against these.
 E2E_SECTIONS=(health uploads list delete errors notvideo concurrent toolarge apikey index crash sigterm config cors
-    fulldisk search resume models temporal limits ids lock)
+    fulldisk search resume models temporal limits ids lock httpedge metrics)
 declare -A E2E_NEEDS=([uploads]=health [list]=uploads [delete]=list [errors]=health [notvideo]=health
     [concurrent]=health [sigterm]=health [models]=search)
 e2e_select
@@ -402,6 +405,14 @@ if section apikey "7. 401 with --api-key"; then
         check_error "upload without a key" 401
         api GET /v1/health
         check_status "GET /v1/health without a key" 200
+        check_jq "health without a key shows only status and version (no paths, counts, model)" \
+            'keys == ["status", "version"] and .status == "ok"'
+        api GET /v1/health -H 'Authorization: Bearer wrong'
+        check_status "GET /v1/health with a wrong key" 200
+        check_jq "health with a wrong key shows only status and version" 'keys == ["status", "version"]'
+        api GET /v1/health -H 'Authorization: Bearer s3cret'
+        check_jq "health with the key shows the model, backend and workers" \
+            '(.model.dir | type == "string") and (.backend.name | type == "string") and (.workers | type == "number")'
         stop_daemon keyed || true
     else
         not_ok "daemon with --api-key starts" "see log above"
@@ -912,6 +923,20 @@ if section lock "22. one daemon per data dir: a second one exits 2 naming the di
 fi
 
 # =============================================================================
+if section httpedge "23. the HTTP edge: multipart parts, UTF-8, request-head limits, framing (tests/e2e/httpedge.sh)"; then
+    # shellcheck source=tests/e2e/httpedge.sh
+    source "$HERE/httpedge.sh"
+    e2e_httpedge "$TMP/data-edge"
+fi
+
+# =============================================================================
+if section metrics "24. /metrics: latency histograms per route, indexing seconds per stage, failures by reason"; then
+    # shellcheck source=tests/e2e/httpedge.sh
+    source "$HERE/httpedge.sh"
+    e2e_metrics "$TMP/data-metrics" "$CLIP2"
+fi
+
+# =============================================================================
 if [[ ${MD_E2E_SANITIZED:-0} == 1 ]]; then
     echo "# sanitizer reports in the daemon logs"
     bad=$(grep -l "ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer" "$TMP"/*.log 2>/dev/null || true)
@@ -920,6 +945,7 @@ if [[ ${MD_E2E_SANITIZED:-0} == 1 ]]; then
 fi
 
 # =============================================================================
+e2e_check_json
 echo "# runtime $((SECONDS - T0)) s"
 if ((E2E_FAIL > 0)); then
     for log in "$TMP"/*.log; do
