@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../video/isolate.h"
 #include "../video/video.h"
 #include "backend.h"
 #include "momentd.h"
@@ -39,3 +40,5 @@ md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_err
 }
 
 void md_engine_get_info(md_engine_info *info) { *info = g_info; }
+
+int md_engine_worker_main(int argc, char **argv) { return md_video_worker_main(argc, argv); }

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../video/isolate.h"
 #include "../video/video.h"
 #include "files.h"
 #include "library_internal.h"
@@ -134,13 +135,85 @@ static md_status sink_commit(void *ctx, const md_segment_rec *segs, int n, int d
 
 /* ---- running a job ------------------------------------------------------------------------- */
 
+/* How a job reads its file: in a sandboxed worker process (video/isolate.h, the default) or in
+ * this process (setting decode_in_process, or a trusted archive with allow_nested_media, whose
+ * files may open others: a worker can open only its own). One of the two decoders is set. */
+typedef struct job_decoder {
+    md_video_sandbox sb;
+    md_video_open_opts opts;
+    int in_process;
+    md_video_decoder *local;
+    md_video_iso *iso;
+} job_decoder;
+
+static void decoder_setup(job_decoder *d, md_library *lib, const md_job_claim *jc)
+{
+    memset(d, 0, sizeof *d);
+    d->sb = md_video_sandbox_default();
+    if (lib->p.decode_mem_limit > 0)
+        d->sb.mem_limit_bytes = lib->p.decode_mem_limit;
+    d->opts.allow_nested = lib->p.allow_nested_media && jc->source == MD_SOURCE_PATH;
+    d->in_process = lib->p.decode_in_process || d->opts.allow_nested;
+}
+
+static md_status decoder_probe(job_decoder *d, const char *path, md_video_info *vi, job_ctx *c, char *err,
+                               size_t errlen)
+{
+    if (d->in_process)
+        return md_video_probe_ex(path, &d->opts, vi, probe_progress, c, err, errlen);
+    return md_video_iso_probe_ex(&d->sb, path, &d->opts, vi, probe_progress, c, err, errlen);
+}
+
+static md_status decoder_open(job_decoder *d, const char *path, md_video_params *vp, const md_video_info *vi,
+                              char *err, size_t errlen)
+{
+    vp->open = d->opts;
+    /* A worker's CPU-time limit covers its whole life: a long video may take its time, a short
+     * one may not spin for an hour. */
+    long long dur_s = vi->duration_ms > 0 ? vi->duration_ms / 1000 : 0;
+    d->sb.cpu_limit_s = (int)(dur_s * 2 > 600 ? (dur_s * 2 < 86400 ? dur_s * 2 : 86400) : 600);
+    if (d->in_process)
+        return md_video_decoder_open(path, vp, vi, &d->local, err, errlen);
+    return md_video_iso_decoder_open(&d->sb, path, vp, vi, &d->iso, err, errlen);
+}
+
+static md_status decoder_next(job_decoder *d, md_video_batch *b)
+{
+    return d->local ? md_video_decoder_next(d->local, b) : md_video_iso_next(d->iso, b);
+}
+
+static long long decoder_expected(const job_decoder *d)
+{
+    return d->local ? md_video_decoder_expected(d->local) : md_video_iso_expected(d->iso);
+}
+
+static const char *decoder_error(const job_decoder *d)
+{
+    return d->local ? md_video_decoder_error(d->local) : md_video_iso_error(d->iso);
+}
+
+static void decoder_stats(const job_decoder *d, md_video_decode_stats *st)
+{
+    if (d->local)
+        md_video_decoder_stats(d->local, st);
+    else
+        md_video_iso_stats(d->iso, st);
+}
+
+static void decoder_close(job_decoder *d)
+{
+    md_video_decoder_close(d->local);
+    md_video_iso_close(d->iso);
+    d->local = NULL;
+    d->iso = NULL;
+}
+
 /* Decodes, samples and embeds the whole video into stored segments (pipeline.h); resumes after
  * the windows an earlier run committed. */
-static md_status index_frames(job_ctx *c, const char *path, const md_video_info *vi, long long *n_segments, char *err,
-                              size_t errlen)
+static md_status index_frames(job_ctx *c, job_decoder *dec, const char *path, const md_video_info *vi,
+                              long long *n_segments, char *err, size_t errlen)
 {
     md_library *lib = c->lib;
-    md_video_decoder *dec = NULL;
     md_pipeline *pl = NULL;
     md_video_params vp = md_video_default_params();
     vp.fps = lib->p.sample_fps;
@@ -152,7 +225,7 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
     }
     vp.interrupt = decode_interrupt;
     vp.interrupt_ctx = c;
-    md_status s = md_video_decoder_open(path, &vp, vi, &dec, err, errlen);
+    md_status s = decoder_open(dec, path, &vp, vi, err, errlen);
     if (s != MD_OK)
         goto out;
     md_pipeline_params pp = {.clip = lib->clip,
@@ -160,7 +233,7 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
                              .segment_frames = lib->p.segment_frames,
                              .window_frames = lib->p.window_frames,
                              .sample_interval_ms = 1000.0 / vp.fps,
-                             .total_frames = md_video_decoder_expected(dec),
+                             .total_frames = decoder_expected(dec),
                              .job_id = c->job_id,
                              .sink = {.ctx = c,
                                       .resume = sink_resume,
@@ -172,10 +245,10 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
     md_video_batch b;
     for (;;) {
         double t0 = md_mono_s();
-        s = md_video_decoder_next(dec, &b);
+        s = decoder_next(dec, &b);
         md_library_count_stage(lib, MD_STAGE_DECODE, md_mono_s() - t0);
         if (s != MD_OK) {
-            snprintf(err, errlen, "%s", md_video_decoder_error(dec));
+            snprintf(err, errlen, "%s", decoder_error(dec));
             goto out;
         }
         if (b.n == 0)
@@ -186,13 +259,24 @@ static md_status index_frames(job_ctx *c, const char *path, const md_video_info 
     if ((s = md_pipeline_finish(pl, err, errlen)) != MD_OK)
         goto out;
     md_video_decode_stats ds;
-    md_video_decoder_stats(dec, &ds);
+    decoder_stats(dec, &ds);
     if (ds.skipped_packets || ds.corrupt_frames) {
         md_warn("job %lld: %lld damaged packets skipped, %lld frames with concealed errors", c->job_id,
                 ds.skipped_packets, ds.corrupt_frames);
         if (md_store_video_add_damage(c->db, c->video_id, ds.skipped_packets + ds.corrupt_packets) != MD_OK)
             md_warn("job %lld: %s", c->job_id, md_store_error(c->db));
     }
+    /* What was really indexed: a cut file is indexed as far as it goes and says so; gaps in the
+     * timestamps got no samples. */
+    int truncated = ds.truncated || vi->truncated;
+    if (truncated)
+        md_warn("job %lld: the file is truncated: indexed up to %.3f s of %.3f s", c->job_id, ds.end_ms / 1000.0,
+                vi->duration_ms / 1000.0);
+    if (ds.gaps)
+        md_info("job %lld: %lld gap(s) in the timestamps (%.1f s without frames) got no samples", c->job_id,
+                (long long)ds.gaps, ds.gap_ms / 1000.0);
+    if (md_store_video_set_coverage(c->db, c->video_id, truncated, ds.end_ms) != MD_OK)
+        md_warn("job %lld: %s", c->job_id, md_store_error(c->db));
     *n_segments = md_pipeline_segments(pl);
     double embed_s, temporal_s;
     md_pipeline_times(pl, &embed_s, &temporal_s);
@@ -205,15 +289,22 @@ out:
     if (s == MD_ERR_CANCELLED && !md_library_stopping(lib))
         c->deleted = 1;
     md_pipeline_free(pl);
-    md_video_decoder_close(dec);
+    decoder_close(dec);
     return s;
 }
 
-/* Why a job failed, for the counters of md_library_stats. */
-static md_fail_reason fail_reason(md_status s, const job_ctx *c)
+/* Why a job failed, for the counters of md_library_stats: the status, refined by the video
+ * layer's own words for files it refused on purpose or found cut short. */
+static md_fail_reason fail_reason(md_status s, const job_ctx *c, const char *msg)
 {
     if (c->storage_failed || s == MD_ERR_NO_SPACE || s == MD_ERR_DB)
         return MD_FAIL_STORAGE;
+    if (strncmp(msg, "refused", 7) == 0)
+        return MD_FAIL_REFUSED;
+    if (strstr(msg, "truncated"))
+        return MD_FAIL_TRUNCATED;
+    if (strstr(msg, "decoder process") || strstr(msg, "decoder exceeded") || strstr(msg, "no progress"))
+        return MD_FAIL_LIMIT;
     switch (s) {
     case MD_ERR_MEDIA: return MD_FAIL_NOT_MEDIA;
     case MD_ERR_UNSUPPORTED: return MD_FAIL_UNSUPPORTED;
@@ -335,11 +426,14 @@ static void run_job(worker *w, const md_job_claim *jc)
     char err[512] = "", src[64] = "";
     long long n_segments = 0;
     int fd = -1;
+    job_decoder dec;
+    decoder_setup(&dec, lib, jc);
     md_status s = open_job_file(lib, jc, &fd, err, sizeof err);
     if (s == MD_OK) {
-        snprintf(src, sizeof src, "/proc/self/fd/%d", fd); /* the checked descriptor, nothing else */
+        /* The checked descriptor, nothing else: in this process through its /proc name. */
+        snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
         double tp = md_mono_s();
-        s = md_video_probe(src, &vi, probe_progress, &c, err, sizeof err);
+        s = decoder_probe(&dec, dec.in_process ? src : jc->path, &vi, &c, err, sizeof err);
         md_library_count_stage(lib, MD_STAGE_PROBE, md_mono_s() - tp);
     }
     if (s == MD_OK) {
@@ -360,7 +454,7 @@ static void run_job(worker *w, const md_job_claim *jc)
         }
     }
     if (s == MD_OK && lib->clip)
-        s = index_frames(&c, src, &vi, &n_segments, err, sizeof err);
+        s = index_frames(&c, &dec, dec.in_process ? src : jc->path, &vi, &n_segments, err, sizeof err);
     if (fd >= 0)
         close(fd);
     if (src[0])
@@ -386,7 +480,7 @@ static void run_job(worker *w, const md_job_claim *jc)
         if (s == MD_ERR_NOT_FOUND)
             snprintf(msg, sizeof msg, "video file is missing: %.600s", jc->path);
         md_warn("job %lld: failed: %s", jc->job_id, msg);
-        md_library_count_failure(lib, fail_reason(s, &c));
+        md_library_count_failure(lib, fail_reason(s, &c, msg));
         end_job(w, jc->job_id, MD_JOB_FAILED, msg);
     }
 }

@@ -55,6 +55,10 @@ typedef struct md_engine_info {
 /* MD_ERR_UNAVAILABLE (naming the setting 'device') when "cuda" is asked for and no GPU can be
  * used. INFO may be NULL. */
 md_status md_engine_init(const md_engine_params *p, md_engine_info *info, md_errbuf *e);
+/* A program that opens a library with decode isolation (the default) calls this first thing in
+ * main(): when ARGV is a decode worker's invocation it runs the worker and returns its exit
+ * status; otherwise it returns -1 at once, having touched nothing. */
+int md_engine_worker_main(int argc, char **argv);
 /* The same facts later (for /v1/health); zeroed before md_engine_init. */
 void md_engine_get_info(md_engine_info *info);
 
@@ -90,6 +94,14 @@ typedef struct md_library_params {
     int segment_frames;               /* frames per stored segment (k): 4 */
     int window_frames;                /* frames per temporal window (T): 32, a multiple of k */
     const char *temporal_path;        /* temporal.safetensors; NULL/"": the model's, else a fresh one */
+
+    /* Untrusted files (uploads, archives, picture queries) are probed and decoded in sandboxed
+     * worker processes (video/isolate.h): a crash, hang or runaway allocation fails that job only.
+     * The program must call md_engine_worker_main() first thing in main(). */
+    int decode_in_process;            /* 1: decode in this process instead (tests, debugging) */
+    long long decode_mem_limit;       /* bytes of address space per worker; 0: the default (2 GiB) */
+    int allow_nested_media;           /* 1: archive files may open other local files (playlists,
+                                         references); uploads and picture queries never may */
 } md_library_params;
 
 md_library_params md_library_default_params(void);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../video/isolate.h"
 #include "../video/video.h"
 #include "library_internal.h"
 #include "../base/log.h"
@@ -132,7 +133,14 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
             return md_fail(e, MD_ERR_UNAVAILABLE, "too many picture queries at once (%d decode at a time); try again",
                            MD_PICTURE_DECODES_MAX);
         }
-        s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
+        if (lib->p.decode_in_process) {
+            s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
+        } else {
+            md_video_sandbox sb = md_video_sandbox_default();
+            if (lib->p.decode_mem_limit > 0)
+                sb.mem_limit_bytes = lib->p.decode_mem_limit;
+            s = md_video_iso_load_image(&sb, q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
+        }
         picture_slot_give(lib);
         if (s == MD_OK)
             s = md_clip_embed_images(lib->clip, px, 1, emb, NULL, err, sizeof err);

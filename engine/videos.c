@@ -99,6 +99,14 @@ cJSON *md_video_json(const md_video_rec *v)
     add_num_or_null(o, "job_id", v->job_id > 0, (double)v->job_id);
     add_str_or_null(o, "error", v->job_error);
     cJSON_AddStringToObject(o, "status", video_status(v));
+    /* What the last indexing run covered: a cut file is "ready" as far as it goes, and says so. */
+    if (v->has_coverage) {
+        cJSON_AddBoolToObject(o, "truncated", v->truncated);
+        add_num_or_null(o, "indexed_duration_s", v->indexed_ms >= 0, v->indexed_ms / 1000.0);
+    } else {
+        cJSON_AddNullToObject(o, "truncated");
+        cJSON_AddNullToObject(o, "indexed_duration_s");
+    }
     add_num_or_null(o, "duration_s", probed && p->duration_ms >= 0, p->duration_ms / 1000.0);
     /* Token reduction: the CLIP tokens of the sampled frames versus the segment vectors kept. */
     double nf = (double)v->n_frames, ns = (double)v->n_segments, tpf = v->tokens_per_frame, dim = v->embed_dim;

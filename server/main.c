@@ -153,6 +153,11 @@ int md_cli_init_temporal(int argc, char **argv); /* cli/temporal.c */
 
 int main(int argc, char **argv)
 {
+    /* This binary is also the sandboxed decode worker the library starts (video/isolate.h):
+     * before anything else, so a worker touches nothing of the daemon's start-up. */
+    int worker_rc = md_engine_worker_main(argc, argv);
+    if (worker_rc >= 0)
+        return worker_rc;
     const char *cmd = argc > 1 ? argv[1] : "serve";
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage();
