@@ -230,10 +230,12 @@ static md_status death_status(const conn *c, char *err, size_t errlen)
  * consumed before the mask is restored. */
 static int write_nosig(int fd, const void *buf, size_t n)
 {
-    sigset_t pipe_set, old;
+    sigset_t pipe_set, old, pending;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE) == 1; /* someone else's: left alone */
     int rc = 0, epipe = 0;
     const unsigned char *p = buf;
     while (n > 0) {
@@ -248,7 +250,7 @@ static int write_nosig(int fd, const void *buf, size_t n)
         p += w;
         n -= (size_t)w;
     }
-    if (epipe && !sigismember(&old, SIGPIPE)) {
+    if (epipe && !was_pending) {
         struct timespec zero = {0, 0};
         while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
             ;
@@ -282,7 +284,8 @@ static int high_fd(int fd)
 
 /* The worker's environment: nothing of ours but the sanitizers' settings. One BLAS thread (the
  * worker never multiplies matrices; OpenBLAS would start its pool at load). Under ASan the worker's
- * leak check is off: it needs ptrace and /proc, which the sandbox denies. */
+ * leak check is off (it needs ptrace and /proc, which the sandbox denies), and a report ends in
+ * abort(), so a crash ASan caught still ends the worker by a signal (SIGABRT), not exit status 1. */
 static void worker_env(char *asan, size_t asanlen, char **envp, size_t max)
 {
     size_t n = 0;
@@ -300,7 +303,7 @@ static void worker_env(char *asan, size_t asanlen, char **envp, size_t max)
     }
     const char *a = getenv("ASAN_OPTIONS");
     if (ISO_ASAN || (a && *a)) {
-        snprintf(asan, asanlen, "ASAN_OPTIONS=%s%s%s", a ? a : "", a && *a ? ":" : "", ISO_ASAN ? "detect_leaks=0" : "");
+        snprintf(asan, asanlen, "ASAN_OPTIONS=%s%s%s", a ? a : "", a && *a ? ":" : "", ISO_ASAN ? "detect_leaks=0:abort_on_error=1" : "");
         envp[n++] = asan;
     }
     envp[n] = NULL;

@@ -14,8 +14,13 @@
 #   ffmpeg CLI nokey the same with -skip_frame nokey (the CLI's own keyframe-only decoding)
 #   momentd exact    BENCH_BIN CLIP exact 1 224 0     (float32 CLIP tensors, PIL-exact resize)
 #   momentd keyframe BENCH_BIN CLIP keyframe 1 224 0
+#   isolated exact / isolated keyframe: the same two through decode isolation (video/isolate.h:
+#                    a sandboxed worker process per video, default limits), BENCH_BIN CLIP iso-exact ...
 # Every job runs REPEATS times (default 3), interleaved so load changes hit all alike; the table
-# gives the median wall time. Threads: FFmpeg's automatic choice on both sides.
+# gives the median wall time. Threads: FFmpeg's automatic choice on both sides. A second table
+# gives isolation's overhead: median wall and CPU time (this process and the worker) of each
+# isolated job over its in-process twin, and the load average before and after.
+# CLIPS="real-1080p" JOBS="exact iso-exact" (any subsets) run part of it.
 set -euo pipefail
 
 BIN=${1:?usage: bench_decode.sh BENCH_BIN [WORKDIR]}
@@ -26,12 +31,15 @@ mkdir -p "$WORK"
 
 ff() { ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
 
-if [ ! -s "$WORK/real-1080p.mp4" ]; then
+CLIPS=${CLIPS:-"real-1080p synth-360p"}
+JOBS=${JOBS:-"cli cli-nokey exact keyframe iso-exact iso-keyframe"}
+
+if grep -qw real-1080p <<<"$CLIPS" && [ ! -s "$WORK/real-1080p.mp4" ]; then
     [ -r "$DOG" ] || { echo "bench_decode: $DOG missing (apt install forensics-samples-files)" >&2; exit 1; }
     # 1.6 s x 113 = 180 s.
     ff -stream_loop 112 -i "$DOG" -an -c copy "$WORK/real-1080p.mp4"
 fi
-if [ ! -s "$WORK/synth-360p.mp4" ]; then
+if grep -qw synth-360p <<<"$CLIPS" && [ ! -s "$WORK/synth-360p.mp4" ]; then
     echo "bench_decode: encoding the 10 min synthetic clip once (about a minute)" >&2
     ff -f lavfi -i testsrc2=size=640x360:rate=25 -t 600 -vf noise=alls=12:allf=t \
         -c:v libx264 -preset veryfast -g 25 -pix_fmt yuv420p "$WORK/synth-360p.mp4"
@@ -54,10 +62,11 @@ run_job() {
     cli-nokey)
         ff -skip_frame nokey -i "$clip" -vf "$VF" -pix_fmt rgb24 -f rawvideo "$WORK/out.rgb"
         samples=$(( $(stat -c %s "$WORK/out.rgb") / (224 * 224 * 3) )) ;;
-    exact | keyframe)
+    exact | keyframe | iso-exact | iso-keyframe)
         out=$("$BIN" "$clip" "$job" 1 224 0)
         samples=$(sed -n 's/.*samples=\([0-9]*\).*/\1/p' <<<"$out")
-        if [ "$job" = keyframe ] && ! grep -q 'keyframe_mode=1' <<<"$out"; then
+        CPU_OF[$job]=$(sed -n 's/.*cpu_s=\([0-9.]*\).*/\1/p' <<<"$out")
+        if [ "${job#iso-}" = keyframe ] && ! grep -q 'keyframe_mode=1' <<<"$out"; then
             echo "bench_decode: keyframe mode not used on $clip: $out" >&2
         fi ;;
     esac
@@ -68,14 +77,16 @@ run_job() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-CLIPS="real-1080p synth-360p"
-JOBS="cli cli-nokey exact keyframe"
-declare -A TIMES SAMPLES
+declare -A TIMES SAMPLES CPUS CPU_OF
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq "$REPEATS"); do
     for c in $CLIPS; do
         for j in $JOBS; do
-            read -r secs samples < <(run_job "$j" "$WORK/$c.mp4")
+            CPU_OF[$j]=
+            run_job "$j" "$WORK/$c.mp4" > "$WORK/job.out"
+            read -r secs samples < "$WORK/job.out"
             TIMES[$c.$j]="${TIMES[$c.$j]:-} $secs"
+            CPUS[$c.$j]="${CPUS[$c.$j]:-} ${CPU_OF[$j]:-}"
             SAMPLES[$c.$j]=$samples
         done
     done
@@ -88,8 +99,11 @@ label() {
     cli-nokey) echo "ffmpeg CLI -skip_frame nokey" ;;
     exact) echo "momentd exact" ;;
     keyframe) echo "momentd keyframe" ;;
+    iso-exact) echo "momentd exact, isolated" ;;
+    iso-keyframe) echo "momentd keyframe, isolated" ;;
     esac
 }
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo
@@ -101,12 +115,30 @@ for c in $CLIPS; do
     clip="$WORK/$c.mp4"
     frames=$(ffprobe -v error -select_streams v:0 -count_packets -show_entries stream=nb_read_packets -of csv=p=0 "$clip")
     dur=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$clip")
-    base=$(tr ' ' '\n' <<<"${TIMES[$c.cli]}" | grep . | median)
+    base=$(tr ' ' '\n' <<<"${TIMES[$c.cli]:-}" | grep . | median || true)
     for j in $JOBS; do
         t=$(tr ' ' '\n' <<<"${TIMES[$c.$j]}" | grep . | median)
-        awk -v c="$c" -v j="$(label "$j")" -v t="$t" -v f="$frames" -v d="$dur" -v s="${SAMPLES[$c.$j]}" -v b="$base" \
-            'BEGIN { printf "| %s | %s | %.2f | %.0f | %.1f | %s | %.2fx |\n", c, j, t, f / t, d / t, s, b / t }'
+        awk -v c="$c" -v j="$(label "$j")" -v t="$t" -v f="$frames" -v d="$dur" -v s="${SAMPLES[$c.$j]}" -v b="${base:-0}" \
+            'BEGIN { printf "| %s | %s | %.2f | %.0f | %.1f | %s | %s |\n", c, j, t, f / t, d / t, s, (b > 0 ? sprintf("%.2fx", b / t) : "-") }'
     done
 done
+if grep -q 'iso-' <<<"$JOBS"; then
+    echo
+    echo "Isolation overhead (median of $REPEATS; load average $LOAD_BEFORE before, $LOAD_AFTER after):"
+    echo
+    echo "| clip | job | in-process wall s | isolated wall s | wall overhead | in-process CPU s | isolated CPU s | CPU overhead |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for c in $CLIPS; do
+        for j in exact keyframe; do
+            grep -qw "$j" <<<"$JOBS" && grep -qw "iso-$j" <<<"$JOBS" || continue
+            a=$(tr ' ' '\n' <<<"${TIMES[$c.$j]}" | grep . | median || true)
+            b=$(tr ' ' '\n' <<<"${TIMES[$c.iso-$j]}" | grep . | median || true)
+            ca=$(tr ' ' '\n' <<<"${CPUS[$c.$j]}" | grep . | median || true)
+            cb=$(tr ' ' '\n' <<<"${CPUS[$c.iso-$j]}" | grep . | median || true)
+            awk -v c="$c" -v j="$j" -v a="$a" -v b="$b" -v ca="$ca" -v cb="$cb" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %+.1f %% | %.2f | %.2f | %+.1f %% |\n", c, j, a, b, 100 * (b / a - 1), ca, cb, 100 * (cb / ca - 1) }'
+        done
+    done
+fi
 echo
 echo "Command: make bench-decode (tests/bench/bench_decode.sh), clips in $WORK"
