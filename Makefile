@@ -29,7 +29,7 @@ endif
 
 BASE_SRC   := base/status.c base/log.c base/half.c base/image.c base/utf8.c
 ENGINE_SRC := engine/engine.c engine/limits.c engine/sha256.c engine/files.c engine/store.c engine/store_sqlite.c engine/library.c engine/jobs.c engine/uploads.c engine/archive.c engine/videos.c engine/backend_cpu.c engine/safetensors.c engine/search.c engine/search_kernels.c engine/moments.c engine/tokenizer.c engine/tokenizer_load.c engine/clip.c engine/clip_load.c engine/demo_model.c engine/model.c engine/query.c engine/pipeline.c engine/mamba.c engine/temporal.c
-VIDEO_SRC  := video/probe.c video/decode.c
+VIDEO_SRC  := video/probe.c video/decode.c video/isolate.c video/worker.c
 SERVER_SRC := server/config.c server/http.c server/errors.c server/handlers.c
 CLI_SRC    := cli/embed.c cli/temporal.c
 MAIN_SRC   := server/main.c
@@ -55,7 +55,7 @@ OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/embedded.o
 MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/%.o)
 SCHEMA   := $(sort $(wildcard schema/[0-9][0-9][0-9]-*.sql))
 
-UNIT_TESTS := test_base test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_mamba test_backend_ops
+UNIT_TESTS := test_base test_core test_server test_video test_safetensors test_search test_tokenizer test_clip test_decode test_isolate test_mamba test_backend_ops
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all test unit e2e e2e-asan asan clean build-info check-layers
