@@ -547,12 +547,33 @@ static void warn_layers(const conn *c)
         md_warn("video worker: seccomp filter unavailable: workers are not kept from sockets and exec");
 }
 
+/* N when PATH names one of this process's descriptors ("/proc/self/fd/N", "/dev/fd/N"), else -1. */
+static int own_fd(const char *path)
+{
+    const char *n = strncmp(path, "/proc/self/fd/", 14) == 0 ? path + 14 : strncmp(path, "/dev/fd/", 8) == 0 ? path + 8 : NULL;
+    if (!n || *n < '0' || *n > '9')
+        return -1;
+    char *end;
+    long v = strtol(n, &end, 10);
+    return *end == '\0' && v >= 0 && v <= INT_MAX ? (int)v : -1;
+}
+
 /* Opens PATH for a worker: read-only, not following a last-component link, not blocking on a
- * FIFO; only regular, non-empty files (md_video_check_file's messages). */
-static md_status open_file(const char *path, int *fd_out, long long *size, char *err, size_t errlen)
+ * FIFO; only regular, non-empty files (md_video_check_file's messages). A PATH naming one of our
+ * descriptors duplicates it (the file the caller checked, not whatever the name reaches now);
+ * *BY_FD says so. */
+static md_status open_file(const char *path, int *fd_out, long long *size, int *by_fd, char *err, size_t errlen)
 {
     *fd_out = -1;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int own = own_fd(path);
+    *by_fd = own >= 0;
+    int fd = own >= 0 ? fcntl(own, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd >= 0 && own >= 0 && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+        close(fd);
+        return md_errf(err, errlen, MD_ERR_IO, "cannot open file: descriptor %d is not readable", own);
+    }
+    if (fd < 0 && own >= 0 && errno == EBADF)
+        return md_errf(err, errlen, MD_ERR_NOT_FOUND, "file not found (no descriptor %d)", own);
     if (fd < 0) {
         int e = errno;
         if (e == ENOENT || e == ENOTDIR)
@@ -575,17 +596,19 @@ static md_status open_file(const char *path, int *fd_out, long long *size, char 
         close(fd);
         return md_errf(err, errlen, MD_ERR_MEDIA, "empty file");
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (own < 0) /* a duplicate shares the caller's flags: left alone */
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     *fd_out = fd;
     if (size)
         *size = (long long)sb.st_size;
     return MD_OK;
 }
 
-/* The caller's path for the worker to open under Landlock; "" (the descriptor's path) when long. */
-static void set_path(md_wire_start *job, const char *path)
+/* The caller's path for the worker to open under Landlock; "" (the worker's descriptor's own
+ * /proc name) when it is too long or names one of our descriptors, which means nothing there. */
+static void set_path(md_wire_start *job, const char *path, int by_fd)
 {
-    if (strlen(path) < sizeof job->path)
+    if (!by_fd && strlen(path) < sizeof job->path)
         memcpy(job->path, path, strlen(path) + 1);
 }
 
@@ -610,7 +633,7 @@ md_status md_video_iso_probe_ex(const md_video_sandbox *sb, const char *path, co
     md_status st = MD_OK;
     conn c;
     conn_init(&c, sb);
-    int fd = -1;
+    int fd = -1, by_fd = 0;
     long long size = 0, done = 0;
     clear_err(err, errlen);
     /* The in-process probe's own "failed" info: without a path it only resets INFO (no FFmpeg). */
@@ -618,12 +641,12 @@ md_status md_video_iso_probe_ex(const md_video_sandbox *sb, const char *path, co
         md_video_probe(NULL, info, NULL, NULL, NULL, 0);
     if (!path || !info)
         return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and info are required", __func__);
-    if ((st = open_file(path, &fd, &size, err, errlen)) != MD_OK)
+    if ((st = open_file(path, &fd, &size, &by_fd, err, errlen)) != MD_OK)
         goto out;
     md_wire_start job;
     memset(&job, 0, sizeof job);
     job.job = MD_WIRE_JOB_PROBE;
-    set_path(&job, path);
+    set_path(&job, path, by_fd);
     if (opts) {
         job.has_opts = 1;
         job.opts = *opts;
@@ -708,7 +731,7 @@ md_status md_video_iso_decoder_open(const md_video_sandbox *sb, const char *path
 {
     md_status st = MD_OK;
     md_video_iso *d = NULL;
-    int fd = -1;
+    int fd = -1, by_fd = 0;
     clear_err(err, errlen);
     if (out)
         *out = NULL;
@@ -727,14 +750,14 @@ md_status md_video_iso_decoder_open(const md_video_sandbox *sb, const char *path
     }
     conn_init(&d->c, sb);
     d->p = p;
-    if ((st = open_file(path, &fd, NULL, err, errlen)) != MD_OK)
+    if ((st = open_file(path, &fd, NULL, &by_fd, err, errlen)) != MD_OK)
         goto out;
     size_t page = 4096;
     d->buf_bytes = ((size_t)p.batch * 3 * (size_t)p.size * (size_t)p.size * sizeof(float) + page - 1) / page * page;
     md_wire_start job;
     memset(&job, 0, sizeof job);
     job.job = MD_WIRE_JOB_DECODE;
-    set_path(&job, path);
+    set_path(&job, path, by_fd);
     job.params = p;
     job.params.interrupt = NULL;
     job.params.interrupt_ctx = NULL;
@@ -864,7 +887,7 @@ md_status md_video_iso_load_image_ex(const md_video_sandbox *sb, const char *pat
     md_status st = MD_OK;
     conn c;
     conn_init(&c, sb);
-    int fd = -1;
+    int fd = -1, by_fd = 0;
     clear_err(err, errlen);
     if (!path || !out_chw)
         return md_errf(err, errlen, MD_ERR_INVALID, "%s: path and out_chw are required", __func__);
@@ -873,13 +896,13 @@ md_status md_video_iso_load_image_ex(const md_video_sandbox *sb, const char *pat
     for (int i = 0; std && i < 3; i++)
         if (!(std[i] > 0))
             return md_errf(err, errlen, MD_ERR_INVALID, "std must be > 0");
-    if ((st = open_file(path, &fd, NULL, err, errlen)) != MD_OK)
+    if ((st = open_file(path, &fd, NULL, &by_fd, err, errlen)) != MD_OK)
         goto out;
     size_t bytes = (size_t)3 * (size_t)size * (size_t)size * sizeof(float);
     md_wire_start job;
     memset(&job, 0, sizeof job);
     job.job = MD_WIRE_JOB_IMAGE;
-    set_path(&job, path);
+    set_path(&job, path, by_fd);
     if (opts) {
         job.has_opts = 1;
         job.opts = *opts;

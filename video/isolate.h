@@ -32,6 +32,11 @@
  *                    limit (SIGXCPU)"
  *   MD_ERR_FORBIDDEN the path's last component is a symbolic link (the file is opened with
  *                    O_NOFOLLOW: resolve and check links before calling)
+ * PATH may also name one of this process's open descriptors as "/proc/self/fd/N" or "/dev/fd/N":
+ * that descriptor is duplicated, not reopened, so the worker reads exactly the file the caller
+ * opened and checked, whatever the name on disk points to by then (FFmpeg then sees no file name
+ * extension, as in-process with the same PATH). The caller keeps its descriptor; its offset and
+ * flags are not touched.
  *   MD_ERR_UNAVAILABLE the worker could not be started (message says why)
  * Differences to the in-process API: where the kernel lacks Landlock the worker reads the file as
  * /proc/self/fd/N, so FFmpeg cannot use the file name's extension to pick a format (messages of

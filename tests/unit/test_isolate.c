@@ -515,6 +515,44 @@ static void test_symlink_refused(void)
     CHECK(strstr(err, "symbolic link") != NULL);
 }
 
+/* A descriptor the caller checked, named /proc/self/fd/N or /dev/fd/N: the worker reads that
+ * file even after its name was made to point to another one, as in-process with the same name. */
+static void test_own_descriptor(void)
+{
+    size_t n = 0;
+    char *bytes = tu_read_file(fx("h264.mp4"), &n);
+    CHECK(bytes && tu_write_file(fx("swap.mp4"), bytes, n) == 0);
+    free(bytes);
+    int fd = open(fx("swap.mp4"), O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(lseek(fd, 123, SEEK_SET) == 123);
+    CHECK(rename(fx("text.mp4"), fx("swap.mp4")) == 0); /* the name now reaches a text file */
+    char name[64], dev[64];
+    snprintf(name, sizeof name, "/proc/self/fd/%d", fd);
+    snprintf(dev, sizeof dev, "/dev/fd/%d", fd);
+    check_same_probe(name);
+    md_video_info info;
+    char err[256];
+    CHECK_EQ_INT(md_video_iso_probe(NULL, dev, &info, NULL, NULL, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(info.width, 160);
+    CHECK_EQ_INT(md_video_iso_probe(NULL, fx("swap.mp4"), &info, NULL, NULL, err, sizeof err), MD_ERR_MEDIA);
+    md_video_params p = params(10.0, 32, 8);
+    check_same_decode(name, &p, 0);
+    static float a[3 * 32 * 32], b[3 * 32 * 32];
+    CHECK_EQ_INT(md_video_load_image(name, 32, NULL, NULL, a, err, sizeof err), MD_OK);
+    CHECK_EQ_INT(md_video_iso_load_image(NULL, dev, 32, NULL, NULL, b, err, sizeof err), MD_OK);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(lseek(fd, 0, SEEK_CUR) == 123); /* the caller's offset, untouched */
+    close(fd);
+    /* A descriptor that is not open. */
+    CHECK_EQ_INT(md_video_iso_probe(NULL, "/proc/self/fd/999999", &info, NULL, NULL, err, sizeof err),
+                 MD_ERR_NOT_FOUND);
+    /* text.mp4 back where the other cases expect it. */
+    CHECK(rename(fx("swap.mp4"), fx("text.mp4")) == 0);
+}
+
 /* ---- tests: failures of the worker ---- */
 
 /* Opens PATH isolated with SB and P and takes one batch; NULL (and a failed check) on failure. */
@@ -931,6 +969,7 @@ int main(int argc, char **argv)
     RUN(test_real_clips_same_as_in_process);
     RUN(test_load_image_same_as_in_process);
     RUN(test_symlink_refused);
+    RUN(test_own_descriptor);
     RUN(test_worker_sigkill);
     RUN(test_worker_sigsegv);
     RUN(test_worker_sigstop_watchdog);
