@@ -271,6 +271,10 @@ static enum MHD_Result t_on_request(void *cls, struct MHD_Connection *conn, cons
     } else if (strcmp(url, "/text") == 0) {
         r.text = strdup("momentd_videos 3\n");
         r.text_type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(url, "/bad-utf8-error") == 0) {
+        /* A message quoting request bytes that are not UTF-8 (a value, a file name). */
+        md_reply_error(&r, 400, "invalid_request", "'limit': '\xff\xfe' is not a number; caf\xc3");
+        return MHD_YES;
     } else if (strcmp(url, "/json-over-bytes") == 0) {
         /* A body set later replaces an earlier one (the bytes are freed, ASan sees a leak else). */
         (void)md_resp_bytes(&r, g_bin, 10, "application/octet-stream");
@@ -487,6 +491,84 @@ static void test_send_json_and_text(void)
     MHD_stop_daemon(d);
 }
 
+/* Error messages go out as valid UTF-8 whatever bytes they quote: each bad sequence U+FFFD. */
+static void test_error_message_repaired(void)
+{
+    unsigned short port;
+    struct MHD_Daemon *d = t_start(&port);
+    CHECK(d != NULL && port != 0);
+    if (!d)
+        return;
+    http_resp h;
+    CHECK_EQ_INT(http_do(port, "GET", "/bad-utf8-error", &h), 0);
+    CHECK_EQ_INT(h.status, 400);
+    const char *want = "{\"error\":{\"code\":\"invalid_request\",\"message\":\"'limit': '\xef\xbf\xbd\xef\xbf\xbd' "
+                       "is not a number; caf\xef\xbf\xbd\"}}";
+    check_body("repaired error", &h, want, strlen(want));
+    CHECK(md_utf8_valid((const char *)h.body, h.body_len));
+    free(h.raw);
+    MHD_stop_daemon(d);
+}
+
+/* The latency histogram: every route listed, buckets cumulative and non-decreasing, +Inf equal
+ * to _count, a request counted in the first bucket whose bound is >= its time. */
+static void test_metrics_histogram(void)
+{
+    int search = -1;
+    for (int i = 0; i < md_n_routes; i++)
+        if (strcmp(md_routes[i].method, "GET") == 0 && strcmp(md_routes[i].pattern, "/v1/search") == 0)
+            search = i;
+    CHECK(search >= 0);
+    if (search < 0)
+        return;
+    md_metrics_count(search, 200, 0.003);  /* le 0.005 */
+    md_metrics_count(search, 200, 0.005);  /* le 0.005: bounds are inclusive */
+    md_metrics_count(search, 400, 0.7);    /* le 1 */
+    md_metrics_count(search, 200, 1000.0); /* past the last bound: +Inf only */
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    CHECK_EQ_INT(md_metrics_write(&buf, &len, &cap), 0);
+    CHECK(buf != NULL);
+    if (!buf)
+        return;
+    CHECK(strstr(buf, "# TYPE momentd_http_request_duration_seconds histogram\n") != NULL);
+    const char *pfx = "momentd_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/search\",le=\"";
+    struct { const char *le; long long n; } want[] = {{"0.0025", 0}, {"0.005", 2}, {"0.5", 2}, {"1", 3}, {"300", 3},
+                                                      {"+Inf", 4}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "%s%s\"} %lld\n", pfx, want[i].le, want[i].n);
+        if (!strstr(buf, line)) {
+            fprintf(stderr, "  missing: %s", line);
+            CHECK(0);
+        }
+    }
+    CHECK(strstr(buf, "momentd_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/search\"} 4\n") != NULL);
+    CHECK(strstr(buf, "momentd_http_request_duration_seconds_sum{method=\"GET\",route=\"/v1/search\"} 1000.708000\n") !=
+          NULL);
+    /* Every route has its series, also one never requested; buckets never decrease. */
+    int routes = 0;
+    for (int i = 0; i < md_n_routes; i++) {
+        char line[256];
+        snprintf(line, sizeof line, "momentd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} ",
+                 md_routes[i].method, md_routes[i].pattern);
+        routes += strstr(buf, line) != NULL;
+    }
+    CHECK_EQ_INT(routes, md_n_routes);
+    long long prev = -1;
+    const char *key = NULL;
+    for (char *l = buf; (l = strstr(l, "momentd_http_request_duration_seconds_bucket{")); l++) {
+        const char *le = strstr(l, ",le=");
+        long long v = strtoll(strchr(l, '}') ? strstr(l, "} ") + 2 : l, NULL, 10);
+        if (!key || strncmp(key, l, (size_t)(le - l)) != 0)
+            prev = -1; /* a new route's series */
+        CHECK(v >= prev);
+        prev = v;
+        key = l;
+    }
+    free(buf);
+}
+
 int main(int argc, char **argv)
 {
     md_test_init(argc, argv);
@@ -495,6 +577,7 @@ int main(int argc, char **argv)
     RUN(test_status_mapping);
     RUN(test_routes_are_unique);
     RUN(test_routes_reachable);
+    RUN(test_metrics_histogram);
 
     fill_pattern(g_bin, BIN_LEN, 7);
     fill_pattern(g_filebytes, FILE_LEN, 11);
@@ -512,6 +595,7 @@ int main(int argc, char **argv)
     RUN(test_send_file_range);
     RUN(test_error_replaces_body);
     RUN(test_send_json_and_text);
+    RUN(test_error_message_repaired);
     md_test_skip_rest(NULL);
     unlink(g_file_path);
     return md_test_summary("test_server");
