@@ -430,10 +430,11 @@ static void run_job(worker *w, const md_job_claim *jc)
     decoder_setup(&dec, lib, jc);
     md_status s = open_job_file(lib, jc, &fd, err, sizeof err);
     if (s == MD_OK) {
-        /* The checked descriptor, nothing else: in this process through its /proc name. */
+        /* The checked descriptor, nothing else: through its /proc name, which a worker is handed
+         * as that very descriptor (video/isolate.h), never reopened by path. */
         snprintf(src, sizeof src, "/proc/self/fd/%d", fd);
         double tp = md_mono_s();
-        s = decoder_probe(&dec, dec.in_process ? src : jc->path, &vi, &c, err, sizeof err);
+        s = decoder_probe(&dec, src, &vi, &c, err, sizeof err);
         md_library_count_stage(lib, MD_STAGE_PROBE, md_mono_s() - tp);
     }
     if (s == MD_OK) {
@@ -454,7 +455,7 @@ static void run_job(worker *w, const md_job_claim *jc)
         }
     }
     if (s == MD_OK && lib->clip)
-        s = index_frames(&c, &dec, dec.in_process ? src : jc->path, &vi, &n_segments, err, sizeof err);
+        s = index_frames(&c, &dec, src, &vi, &n_segments, err, sizeof err);
     if (fd >= 0)
         close(fd);
     if (src[0])
