@@ -94,13 +94,15 @@ static md_status h_metrics(md_req *r, md_errbuf *e)
              s.jobs_queued, s.jobs_running, s.jobs_done, s.jobs_failed, s.jobs_queued, s.videos, s.bytes_stored,
              s.bytes_indexed_paths);
     int bad = bad_head | md_appendf(&buf, &len, &cap, "%s", tail);
-    bad |= md_appendf(&buf, &len, &cap, "# HELP momentd_index_stage_seconds_total Seconds spent indexing, by stage "
-                                        "(all workers added up).\n# TYPE momentd_index_stage_seconds_total counter\n");
+    bad |= md_appendf(&buf, &len, &cap,
+                      "# HELP momentd_index_stage_seconds_total Seconds spent indexing, by stage "
+                      "(all workers added up).\n# TYPE momentd_index_stage_seconds_total counter\n");
     for (int i = 0; i < MD_STAGE_COUNT; i++)
-        bad |= md_appendf(&buf, &len, &cap, "momentd_index_stage_seconds_total{stage=\"%s\"} %.6f\n",
-                          md_stage_name(i), s.stage_seconds[i]);
-    bad |= md_appendf(&buf, &len, &cap, "# HELP momentd_decode_failures_total Jobs whose file could not be indexed, "
-                                        "by reason.\n# TYPE momentd_decode_failures_total counter\n");
+        bad |= md_appendf(&buf, &len, &cap, "momentd_index_stage_seconds_total{stage=\"%s\"} %.6f\n", md_stage_name(i),
+                          s.stage_seconds[i]);
+    bad |= md_appendf(&buf, &len, &cap,
+                      "# HELP momentd_decode_failures_total Jobs whose file could not be indexed, "
+                      "by reason.\n# TYPE momentd_decode_failures_total counter\n");
     for (int i = 0; i < MD_FAIL_COUNT; i++)
         bad |= md_appendf(&buf, &len, &cap, "momentd_decode_failures_total{reason=\"%s\"} %lld\n",
                           md_fail_reason_name(i), s.failures[i]);

@@ -6,6 +6,7 @@
 #define _DEFAULT_SOURCE
 #include <arpa/inet.h>
 #include <assert.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -13,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <errno.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,7 +33,7 @@ static int g_n_counters;
 /* Upper bounds of the latency buckets, in seconds: from a cached health check (well under 1 ms)
  * to a multi-gigabyte upload (minutes); +Inf is implicit. */
 static const double LATENCY_BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                         0.5,   1,      2.5,   5,    10,    30,    60,   300};
+                                         0.5,   1,      2.5,   5,    10,    30,   60,  300};
 #define N_BUCKETS (sizeof LATENCY_BUCKETS / sizeof LATENCY_BUCKETS[0])
 #define MAX_ROUTES 64
 /* Per route (index + 1; 0 is "no route matched"): requests per bucket (not cumulative: the
@@ -97,31 +97,34 @@ int md_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 
 int md_metrics_write(char **buf, size_t *len, size_t *cap)
 {
-    int bad = md_appendf(buf, len, cap, "# HELP momentd_http_requests_total HTTP requests by route and status.\n"
-                              "# TYPE momentd_http_requests_total counter\n");
+    int bad = md_appendf(buf, len, cap,
+                         "# HELP momentd_http_requests_total HTTP requests by route and status.\n"
+                         "# TYPE momentd_http_requests_total counter\n");
     pthread_mutex_lock(&g_counters_mu);
     for (int i = 0; i < g_n_counters; i++) {
         const struct counter *c = &g_counters[i];
         const char *m = c->route >= 0 ? md_routes[c->route].method : "";
         const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
-        bad |= md_appendf(buf, len, cap, "momentd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n", m,
-                   p, c->code, c->n);
+        bad |= md_appendf(buf, len, cap, "momentd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%u\"} %llu\n",
+                          m, p, c->code, c->n);
     }
-    bad |= md_appendf(buf, len, cap, "# HELP momentd_http_request_seconds_total Time spent answering, by route and status.\n"
-                              "# TYPE momentd_http_request_seconds_total counter\n");
+    bad |= md_appendf(buf, len, cap,
+                      "# HELP momentd_http_request_seconds_total Time spent answering, by route and status.\n"
+                      "# TYPE momentd_http_request_seconds_total counter\n");
     for (int i = 0; i < g_n_counters; i++) {
         const struct counter *c = &g_counters[i];
         const char *m = c->route >= 0 ? md_routes[c->route].method : "";
         const char *p = c->route >= 0 ? md_routes[c->route].pattern : "unmatched";
-        bad |= md_appendf(buf, len, cap, "momentd_http_request_seconds_total{method=\"%s\",route=\"%s\",status=\"%u\"} %.6f\n",
-                   m, p, c->code, c->seconds);
+        bad |= md_appendf(buf, len, cap,
+                          "momentd_http_request_seconds_total{method=\"%s\",route=\"%s\",status=\"%u\"} %.6f\n", m, p,
+                          c->code, c->seconds);
     }
     /* Every route is listed, also before its first request (a histogram of zeros), so that a
      * dashboard's series exist from start-up; "unmatched" only once something did not match. */
     bad |= md_appendf(buf, len, cap,
-               "# HELP momentd_http_request_duration_seconds Time from the request's first byte of headers "
-               "to the end of the answer, by route.\n"
-               "# TYPE momentd_http_request_duration_seconds histogram\n");
+                      "# HELP momentd_http_request_duration_seconds Time from the request's first byte of headers "
+                      "to the end of the answer, by route.\n"
+                      "# TYPE momentd_http_request_duration_seconds histogram\n");
     for (int r = -1; r < md_n_routes; r++) {
         const struct histogram *h = &g_hist[r + 1];
         if (r < 0 && h->count == 0)
@@ -131,15 +134,16 @@ int md_metrics_write(char **buf, size_t *len, size_t *cap)
         unsigned long long cum = 0;
         for (size_t b = 0; b < N_BUCKETS; b++) {
             cum += h->bucket[b];
-            bad |= md_appendf(buf, len, cap,
-                       "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n", m, p,
-                       LATENCY_BUCKETS[b], cum);
+            bad |=
+                md_appendf(buf, len, cap,
+                           "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"%g\"} %llu\n",
+                           m, p, LATENCY_BUCKETS[b], cum);
         }
         bad |= md_appendf(buf, len, cap,
-                   "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n"
-                   "momentd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
-                   "momentd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
-                   m, p, h->count, m, p, h->sum, m, p, h->count);
+                          "momentd_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",le=\"+Inf\"} %llu\n"
+                          "momentd_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\"} %.6f\n"
+                          "momentd_http_request_duration_seconds_count{method=\"%s\",route=\"%s\"} %llu\n",
+                          m, p, h->count, m, p, h->sum, m, p, h->count);
     }
     pthread_mutex_unlock(&g_counters_mu);
     return bad;
@@ -435,11 +439,12 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
      * 0 after bytes were taken, or under another field or file name, starts a new part. Two
      * parts would be concatenated into one file: refused instead, naming both. */
     if (r->saw_file) {
-        int same = r->part_next_off == off && (off != 0 || (strcmp(r->part_key, key ? key : "") == 0 &&
-                                                            strcmp(r->part_filename, filename) == 0));
+        int same = r->part_next_off == off &&
+                   (off != 0 || (strcmp(r->part_key, key ? key : "") == 0 && strcmp(r->part_filename, filename) == 0));
         if (!same) {
             char msg[700];
-            snprintf(msg, sizeof msg, "multipart %s has more than one file part ('%.200s', '%.200s'); send one %s per request",
+            snprintf(msg, sizeof msg,
+                     "multipart %s has more than one file part ('%.200s', '%.200s'); send one %s per request",
                      r->mode == MD_BODY_UPLOAD ? "upload" : "query", r->part_filename, filename,
                      r->mode == MD_BODY_UPLOAD ? "file" : "picture");
             body_fail(r, MD_ERR_INVALID, msg);
@@ -572,7 +577,7 @@ static int setup_body(md_req *r)
 /* ---- the request head ------------------------------------------------- */
 
 struct head_stats {
-    size_t bytes, n;   /* names + values, fields */
+    size_t bytes, n;    /* names + values, fields */
     int content_length; /* Content-Length fields */
 };
 
@@ -801,8 +806,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (bad) {
             char msg[400];
             if (bad == 2)
-                snprintf(msg, sizeof msg, "a member name in the JSON body%s%s%s is not valid UTF-8", where[0] ? " (in '" : "",
-                         where, where[0] ? "')" : "");
+                snprintf(msg, sizeof msg, "a member name in the JSON body%s%s%s is not valid UTF-8",
+                         where[0] ? " (in '" : "", where, where[0] ? "')" : "");
             else if (where[0])
                 snprintf(msg, sizeof msg, "'%s' in the JSON body is not valid UTF-8", where);
             else

@@ -13,38 +13,42 @@
 
 #define FFFD "\xEF\xBF\xBD"
 
-static int valid(const char *s) { return md_utf8_valid(s, strlen(s)); }
+static int valid(const char *s)
+{
+    return md_utf8_valid(s, strlen(s));
+}
 
 static void test_utf8_valid(void)
 {
     CHECK(md_utf8_valid(NULL, 0));
     CHECK(valid(""));
     CHECK(valid("plain ascii, with \t and \x7f"));
-    CHECK(valid("caf\xC3\xA9"));                 /* U+00E9 */
-    CHECK(valid("\xE2\x82\xAC"));                /* U+20AC */
-    CHECK(valid("\xF0\x9F\x90\xB6"));            /* U+1F436 */
-    CHECK(valid("\xED\x9F\xBF"));                /* U+D7FF, last before the surrogates */
-    CHECK(valid("\xEE\x80\x80"));                /* U+E000, first after them */
-    CHECK(valid("\xF4\x8F\xBF\xBF"));            /* U+10FFFF, the last code point */
-    CHECK(valid("\xEF\xBB\xBF" "bom"));          /* a BOM is a valid character */
-    CHECK(md_utf8_valid("a\0b", 3));             /* NUL is valid UTF-8 */
+    CHECK(valid("caf\xC3\xA9"));      /* U+00E9 */
+    CHECK(valid("\xE2\x82\xAC"));     /* U+20AC */
+    CHECK(valid("\xF0\x9F\x90\xB6")); /* U+1F436 */
+    CHECK(valid("\xED\x9F\xBF"));     /* U+D7FF, last before the surrogates */
+    CHECK(valid("\xEE\x80\x80"));     /* U+E000, first after them */
+    CHECK(valid("\xF4\x8F\xBF\xBF")); /* U+10FFFF, the last code point */
+    CHECK(valid("\xEF\xBB\xBF"
+                "bom"));             /* a BOM is a valid character */
+    CHECK(md_utf8_valid("a\0b", 3)); /* NUL is valid UTF-8 */
 
-    CHECK(!valid("\xFF\xFE"));                   /* the case from the issue */
-    CHECK(!valid("\x80"));                       /* lone continuation byte */
-    CHECK(!valid("\xC3"));                       /* truncated at the end */
-    CHECK(!valid("\xC3(")); 
-    CHECK(!valid("\xC0\xAF"));                   /* overlong '/' */
-    CHECK(!valid("\xC1\xBF"));                   /* overlong */
-    CHECK(!valid("\xE0\x80\xAF"));               /* overlong three-byte form */
-    CHECK(!valid("\xF0\x80\x80\xAF"));           /* overlong four-byte form */
-    CHECK(!valid("\xED\xA0\x80"));               /* U+D800, a surrogate (CESU-8) */
-    CHECK(!valid("\xED\xBF\xBF"));               /* U+DFFF */
-    CHECK(!valid("\xF4\x90\x80\x80"));           /* U+110000 */
+    CHECK(!valid("\xFF\xFE")); /* the case from the issue */
+    CHECK(!valid("\x80"));     /* lone continuation byte */
+    CHECK(!valid("\xC3"));     /* truncated at the end */
+    CHECK(!valid("\xC3("));
+    CHECK(!valid("\xC0\xAF"));         /* overlong '/' */
+    CHECK(!valid("\xC1\xBF"));         /* overlong */
+    CHECK(!valid("\xE0\x80\xAF"));     /* overlong three-byte form */
+    CHECK(!valid("\xF0\x80\x80\xAF")); /* overlong four-byte form */
+    CHECK(!valid("\xED\xA0\x80"));     /* U+D800, a surrogate (CESU-8) */
+    CHECK(!valid("\xED\xBF\xBF"));     /* U+DFFF */
+    CHECK(!valid("\xF4\x90\x80\x80")); /* U+110000 */
     CHECK(!valid("\xF5\x80\x80\x80"));
-    CHECK(!valid("\xF8\x88\x80\x80\x80"));       /* old five-byte form */
-    CHECK(!valid("\xE2\x82"));                   /* truncated three-byte */
-    CHECK(!valid("ok\xE2\x82\xACok\x80"));       /* bad byte after good ones */
-    CHECK(!md_utf8_valid("\xC3\xA9", 1));        /* N counts: a character cut by N */
+    CHECK(!valid("\xF8\x88\x80\x80\x80")); /* old five-byte form */
+    CHECK(!valid("\xE2\x82"));             /* truncated three-byte */
+    CHECK(!valid("ok\xE2\x82\xACok\x80")); /* bad byte after good ones */
+    CHECK(!md_utf8_valid("\xC3\xA9", 1));  /* N counts: a character cut by N */
 }
 
 /* Repair of S (as a C string) into a buffer of OUTLEN bytes must give WANT. */
@@ -66,13 +70,15 @@ static void test_utf8_repair(void)
 {
     repairs_to("", 16, "");
     repairs_to("caf\xC3\xA9", 16, "caf\xC3\xA9");
-    repairs_to("\xFF\xFE" "abc", 16, FFFD FFFD "abc"); /* the issue's ?name=%FF%FE */
+    repairs_to("\xFF\xFE"
+               "abc",
+               16, FFFD FFFD "abc"); /* the issue's ?name=%FF%FE */
     repairs_to("a\x80z", 16, "a" FFFD "z");
     repairs_to("\xC3(", 16, FFFD "(");
-    repairs_to("\xC0\xAF", 16, FFFD FFFD);                /* C0 never starts a sequence */
-    repairs_to("\xE0\x80\xAF", 16, FFFD FFFD FFFD);       /* E0 80: 80 is not allowed after E0 */
-    repairs_to("\xED\xA0\x80", 16, FFFD FFFD FFFD);       /* surrogate: three replacements */
-    repairs_to("\xE2\x82", 16, FFFD);                     /* one truncated sequence: one */
+    repairs_to("\xC0\xAF", 16, FFFD FFFD);          /* C0 never starts a sequence */
+    repairs_to("\xE0\x80\xAF", 16, FFFD FFFD FFFD); /* E0 80: 80 is not allowed after E0 */
+    repairs_to("\xED\xA0\x80", 16, FFFD FFFD FFFD); /* surrogate: three replacements */
+    repairs_to("\xE2\x82", 16, FFFD);               /* one truncated sequence: one */
     repairs_to("\xE2\x82z", 16, FFFD "z");
     repairs_to("\xF0\x9F\x90", 16, FFFD);
     repairs_to("\xF0\x9F\x90\xB6\xF0\x9F", 16, "\xF0\x9F\x90\xB6" FFFD);
@@ -84,13 +90,13 @@ static void test_utf8_repair(void)
 static void test_utf8_repair_cut(void)
 {
     repairs_to("abcdef", 4, "abc");
-    repairs_to("ab\xC3\xA9", 4, "ab");                 /* 'é' needs bytes 3 and 4: not split */
+    repairs_to("ab\xC3\xA9", 4, "ab"); /* 'é' needs bytes 3 and 4: not split */
     repairs_to("ab\xC3\xA9", 5, "ab\xC3\xA9");
-    repairs_to("a\xF0\x9F\x90\xB6", 5, "a");           /* 4-byte character, 3 bytes free */
+    repairs_to("a\xF0\x9F\x90\xB6", 5, "a"); /* 4-byte character, 3 bytes free */
     repairs_to("a\xF0\x9F\x90\xB6", 6, "a\xF0\x9F\x90\xB6");
-    repairs_to("ab\xFF", 5, "ab");                     /* U+FFFD is 3 bytes: does not fit in 2 */
+    repairs_to("ab\xFF", 5, "ab"); /* U+FFFD is 3 bytes: does not fit in 2 */
     repairs_to("ab\xFF", 6, "ab" FFFD);
-    repairs_to("x", 1, "");                            /* room for the NUL only */
+    repairs_to("x", 1, ""); /* room for the NUL only */
 
     /* The issue's case: a name of 300 bytes, a 2-byte character across byte 255, capped at 256
      * with the NUL (MD_STORE_NAME_MAX): 254 bytes kept, not 255 with half a character. */
@@ -103,7 +109,7 @@ static void test_utf8_repair_cut(void)
     size_t k = md_utf8_repair(name, 300, out, sizeof out);
     CHECK_EQ_INT(k, 254);
     CHECK_EQ_INT(strlen(out), 254);
-    name[254] = 'b';                                   /* now the character starts at 255 */
+    name[254] = 'b'; /* now the character starts at 255 */
     k = md_utf8_repair(name, 300, out, sizeof out);
     CHECK_EQ_INT(k, 255);
     CHECK(md_utf8_valid(out, k));

@@ -533,8 +533,10 @@ static void test_metrics_histogram(void)
         return;
     CHECK(strstr(buf, "# TYPE momentd_http_request_duration_seconds histogram\n") != NULL);
     const char *pfx = "momentd_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/search\",le=\"";
-    struct { const char *le; long long n; } want[] = {{"0.0025", 0}, {"0.005", 2}, {"0.5", 2}, {"1", 3}, {"300", 3},
-                                                      {"+Inf", 4}};
+    struct {
+        const char *le;
+        long long n;
+    } want[] = {{"0.0025", 0}, {"0.005", 2}, {"0.5", 2}, {"1", 3}, {"300", 3}, {"+Inf", 4}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char line[256];
         snprintf(line, sizeof line, "%s%s\"} %lld\n", pfx, want[i].le, want[i].n);
