@@ -94,7 +94,7 @@ e2e: $(BIN)
 
 # The whole suite: unit tests, the end-to-end tests against the real daemon, then both again
 # with AddressSanitizer + UBSan (the e2e run checks every daemon log for sanitizer reports).
-test: check-layers all unit e2e asan e2e-asan
+test: check-layers all unit e2e asan e2e-asan fuzz-regress
 
 # Fails when an #include crosses a layer the wrong way (server -> engine -> {storage, video,
 # backend} -> base; tools/check-layers.py).
@@ -223,3 +223,76 @@ clean:
 	rm -rf build build-asan momentd
 
 -include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)
+
+# Fuzzing (tests/fuzz, see its README): libFuzzer targets for the parsers of untrusted input,
+# built with clang -fsanitize=fuzzer,address,undefined (UB aborts) into build-fuzz/, CPU only.
+#   make fuzz           fuzz each target for FUZZ_SECONDS (new inputs: build-fuzz/corpus/<target>,
+#                       crashes: build-fuzz/crashes/<target>/); FUZZ_TARGETS="fuzz_x ..." picks some
+#   make fuzz-regress   run each target once over its committed corpus (tests/fuzz/corpus/<target>),
+#                       no fuzzing; part of make test
+#   make fuzz-corpus    regenerate the seed files of the corpus from the project's own writers
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_TARGETS ?= fuzz_safetensors fuzz_clip_config fuzz_tokenizer_load fuzz_tokenizer_encode fuzz_temporal \
+                fuzz_video_probe fuzz_http
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+# Per target: the longest input libFuzzer makes, and how long one input may take (FFmpeg's demuxers
+# and a request through the daemon are slower than the file parsers).
+FUZZ_OPTS                       := -timeout=10 -rss_limit_mb=2560
+FUZZ_OPTS_fuzz_safetensors      := -max_len=65536
+FUZZ_OPTS_fuzz_clip_config      := -max_len=8192
+FUZZ_OPTS_fuzz_tokenizer_load   := -max_len=16384
+FUZZ_OPTS_fuzz_tokenizer_encode := -max_len=4096
+FUZZ_OPTS_fuzz_temporal         := -max_len=65536
+FUZZ_OPTS_fuzz_video_probe      := -max_len=32768
+FUZZ_OPTS_fuzz_http             := -max_len=8192 -timeout=20
+.PHONY: fuzz fuzz-regress fuzz-build fuzz-bins fuzz-check-cc fuzz-one fuzz-corpus
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+# A clear failure, not a compiler error, where clang or its libFuzzer runtime is missing.
+fuzz-check-cc:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "fuzz: '$(FUZZ_CC)' not found: the fuzz targets need clang" \
+		"with libFuzzer (Debian: clang libclang-rt-dev; deploy/install-deps.sh --test installs them)"; exit 1; }
+	@printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+		$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -x c -o /dev/null - 2>/dev/null || { echo "fuzz: '$(FUZZ_CC)'" \
+		"cannot link -fsanitize=fuzzer,address,undefined: not clang, or libFuzzer's runtime is missing (Debian:" \
+		"libclang-rt-dev; deploy/install-deps.sh --test installs it)"; exit 1; }
+
+fuzz-build: fuzz-check-cc
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) CUDA=0 \
+		OPT="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link" FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz-bins
+
+# Running a libFuzzer binary with files as arguments runs each once and exits non-zero on a crash,
+# a sanitizer report or a timeout.
+fuzz-regress: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		set -- tests/fuzz/corpus/$$t/*; test -e "$$1" || { echo "fuzz-regress: no corpus in tests/fuzz/corpus/$$t"; exit 1; }; \
+		if ./$(FUZZ_BUILD)/fuzz/$$t $(FUZZ_OPTS) "$$@" > $(FUZZ_BUILD)/$$t.regress.log 2>&1; then \
+			echo "fuzz-regress: $$t: $$# inputs ok"; \
+		else \
+			tail -n 40 $(FUZZ_BUILD)/$$t.regress.log; \
+			echo "fuzz-regress: $$t FAILED on its corpus (log: $(FUZZ_BUILD)/$$t.regress.log)"; exit 1; \
+		fi; \
+	done
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-one T=$$t; done
+
+fuzz-one:
+	@mkdir -p $(FUZZ_BUILD)/corpus/$(T) $(FUZZ_BUILD)/crashes/$(T)
+	@echo "== $(T): $(FUZZ_SECONDS) s"
+	./$(FUZZ_BUILD)/fuzz/$(T) $(FUZZ_OPTS) $(FUZZ_OPTS_$(T)) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_BUILD)/crashes/$(T)/ $(FUZZ_BUILD)/corpus/$(T) tests/fuzz/corpus/$(T)
+
+$(BUILD)/fuzz/gen_seeds: tests/fuzz/gen_seeds.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+fuzz-corpus: $(BUILD)/fuzz/gen_seeds
+	bash tests/fuzz/make-corpus.sh ./$(BUILD)/fuzz/gen_seeds tests/fuzz/corpus
