@@ -94,7 +94,7 @@ typedef struct walk {
 static void add_reason(cJSON *arr, const char *path, const char *key, const char *msg)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "path", path);
+    md_json_add_path(o, "path", path);
     cJSON_AddStringToObject(o, key, msg);
     cJSON_AddItemToArray(arr, o);
 }
@@ -251,14 +251,15 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
             md_store_fail(&ie, is, lib->db);
         } else if (id) {
             cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "path", w.files[i]);
+            md_json_add_path(o, "path", w.files[i]);
             cJSON_AddStringToObject(o, "reason", "already known (same sha256)");
             cJSON_AddNumberToObject(o, "video_id", (double)id);
             cJSON_AddItemToArray(w.skipped, o);
         } else {
-            const char *base = strrchr(w.files[i], '/');
+            char name[MD_STORE_NAME_MAX];
+            md_clean_name(w.files[i], name, sizeof name); /* file names are bytes, names are UTF-8 */
             md_video_new v = {.sha256 = sha,
-                              .name = base ? base + 1 : w.files[i],
+                              .name = name,
                               .path = w.files[i],
                               .source = MD_SOURCE_PATH,
                               .size_bytes = size,
@@ -268,7 +269,8 @@ md_status md_library_index_paths(md_library *lib, const char *const *paths, int 
             } else {
                 cJSON *vj = NULL;
                 if (md_video_and_job_locked(lib, id, &vj, &ie) == MD_OK) {
-                    cJSON_AddStringToObject(vj, "path", w.files[i]);
+                    cJSON_DeleteItemFromObjectCaseSensitive(vj, "path");
+                    md_json_add_path(vj, "path", w.files[i]);
                     cJSON_AddItemToArray(queued, vj);
                 }
                 any_new = 1;

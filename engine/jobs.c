@@ -150,8 +150,8 @@ static void decoder_setup(job_decoder *d, md_library *lib, const md_job_claim *j
 {
     memset(d, 0, sizeof *d);
     d->sb = md_video_sandbox_default();
-    if (lib->p.decode_mem_limit > 0)
-        d->sb.mem_limit_bytes = lib->p.decode_mem_limit;
+    if (lib->p.decode_mem_limit)
+        d->sb.mem_limit_bytes = lib->p.decode_mem_limit > 0 ? lib->p.decode_mem_limit : 0; /* < 0: none */
     d->opts.allow_nested = lib->p.allow_nested_media && jc->source == MD_SOURCE_PATH;
     d->in_process = lib->p.decode_in_process || d->opts.allow_nested;
 }

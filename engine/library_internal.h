@@ -74,13 +74,20 @@ void md_library_keep_reserve(md_library *lib);
 void md_library_count_stage(md_library *lib, md_stage s, double seconds);
 void md_library_count_failure(md_library *lib, md_fail_reason r);
 
+/* uploads.c: a name as stored: the last path component, valid UTF-8 (ill-formed sequences become
+ * U+FFFD), no control characters, cut on a character boundary to OUTLEN-1 bytes; "upload" when
+ * nothing is left. Archive files' names go through it too. */
+void md_clean_name(const char *in, char *out, size_t outlen);
+
 /* archive.c: 1 when the canonical path CANON is inside one of the allowed roots. */
 int md_archive_under_root(md_library *lib, const char *canon);
 
 /* jobs.c: one worker thread (ARG is the library). */
 void *md_worker_main(void *arg);
 
-/* videos.c: the API's JSON views of store records (the one place they are built). */
+/* videos.c: the API's JSON views of store records (the one place they are built). A file
+ * system path is any bytes; in JSON it goes out as valid UTF-8 (md_json_add_path). */
+void md_json_add_path(cJSON *o, const char *key, const char *path);
 cJSON *md_video_json(const md_video_rec *v);
 cJSON *md_job_json(const md_job_rec *j);
 /* {"video": ..., "job": ...|null} for video ID and its latest job. Caller holds db_mu. */

@@ -1,7 +1,7 @@
 /* momentd.h - the momentd engine library: the video library, its jobs and workers.
  *
  * This is the one header the server includes; SQLite, FFmpeg and CUDA stay
- * behind it (with it come base/status.h and base/log.h). Usage:
+ * behind it (with it come base/status.h, base/log.h and base/utf8.h). Usage:
  *
  *   md_engine_params ep = {.device = "auto", .workers = 2};
  *   md_engine_init(&ep, NULL, &e);                // once: FFmpeg, the device, math threads
@@ -31,6 +31,7 @@
 
 #include "../base/log.h"
 #include "../base/status.h"
+#include "../base/utf8.h"
 #include "cJSON.h"
 
 #define MD_VERSION "0.1.0"
@@ -99,7 +100,8 @@ typedef struct md_library_params {
      * worker processes (video/isolate.h): a crash, hang or runaway allocation fails that job only.
      * The program must call md_engine_worker_main() first thing in main(). */
     int decode_in_process;            /* 1: decode in this process instead (tests, debugging) */
-    long long decode_mem_limit;       /* bytes of address space per worker; 0: the default (2 GiB) */
+    long long decode_mem_limit;       /* bytes of address space per worker; 0: the default (2 GiB);
+                                         < 0: no limit */
     int allow_nested_media;           /* 1: archive files may open other local files (playlists,
                                          references); uploads and picture queries never may */
 } md_library_params;

@@ -137,8 +137,8 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
             s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
         } else {
             md_video_sandbox sb = md_video_sandbox_default();
-            if (lib->p.decode_mem_limit > 0)
-                sb.mem_limit_bytes = lib->p.decode_mem_limit;
+            if (lib->p.decode_mem_limit)
+                sb.mem_limit_bytes = lib->p.decode_mem_limit > 0 ? lib->p.decode_mem_limit : 0; /* < 0: none */
             s = md_video_iso_load_image(&sb, q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
         }
         picture_slot_give(lib);

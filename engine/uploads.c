@@ -30,7 +30,7 @@ struct md_upload {
 /* Keeps the last path component, as valid UTF-8 (each ill-formed sequence becomes U+FFFD), drops
  * control characters (C0, DEL, C1), and cuts to OUTLEN-1 bytes on a character boundary, so that
  * the stored name always goes out as valid JSON. "upload" when nothing is left. */
-static void clean_name(const char *in, char *out, size_t outlen)
+void md_clean_name(const char *in, char *out, size_t outlen)
 {
     const char *base = in;
     for (const char *p = in; *p; p++)
@@ -69,7 +69,7 @@ md_status md_upload_begin(md_library *lib, const char *name, md_upload **out, md
     if (!u)
         return md_fail(e, MD_ERR_NOMEM, "out of memory");
     u->lib = lib;
-    clean_name(name ? name : "", u->name, sizeof u->name);
+    md_clean_name(name ? name : "", u->name, sizeof u->name);
     snprintf(u->tmp_path, sizeof u->tmp_path, "%s/upload-XXXXXX", lib->tmp_dir);
     u->fd = mkstemp(u->tmp_path);
     if (u->fd < 0) {

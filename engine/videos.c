@@ -19,6 +19,13 @@ md_status md_store_fail(md_errbuf *e, md_status st, md_store *s) { return md_fai
 
 /* ---- JSON views ---------------------------------------------------------------------------- */
 
+void md_json_add_path(cJSON *o, const char *key, const char *path)
+{
+    char fixed[3 * MD_STORE_PATH_MAX + 1];
+    md_utf8_repair(path, strnlen(path, MD_STORE_PATH_MAX), fixed, sizeof fixed);
+    cJSON_AddStringToObject(o, key, fixed);
+}
+
 static void add_time(cJSON *o, const char *key, long long ms)
 {
     if (ms <= 0) {
@@ -72,12 +79,15 @@ cJSON *md_video_json(const md_video_rec *v)
     const md_probe_rec *p = &v->probe;
     int probed = v->indexed_at_ms > 0;
     cJSON_AddNumberToObject(o, "id", (double)v->id);
-    cJSON_AddStringToObject(o, "name", v->name);
+    /* Names stored before they were cleaned at the door may hold any bytes: valid UTF-8 out. */
+    char name[3 * MD_STORE_NAME_MAX + 1];
+    md_utf8_repair(v->name, strlen(v->name), name, sizeof name);
+    cJSON_AddStringToObject(o, "name", name);
     cJSON_AddStringToObject(o, "sha256", v->sha256);
     cJSON_AddStringToObject(o, "source", md_video_source_name(v->source));
     /* Uploads live at an internal path; only archive paths mean something to users. */
     if (v->source == MD_SOURCE_PATH)
-        cJSON_AddStringToObject(o, "path", v->path);
+        md_json_add_path(o, "path", v->path);
     cJSON_AddNumberToObject(o, "size_bytes", (double)v->size_bytes);
     add_time(o, "created_at", v->created_at_ms);
     add_num_or_null(o, "duration_ms", probed && p->duration_ms >= 0, (double)p->duration_ms);

@@ -90,6 +90,15 @@ static const setting SETTINGS[] = {
      "math threads per worker (OpenBLAS); 0: cores / workers, at least 1", NULL},
     {"job_retries", T_INT, "3", 0, MD_JOB_RETRIES_MAX, NULL, F(job_retries), 0,
      "times a job interrupted by a crash is resumed before it is failed", NULL},
+    {"decode_in_process", T_INT, "0", 0, 1, NULL, F(decode_in_process), 0,
+     "1: probe and decode files in the daemon's own process instead of sandboxed worker processes (debugging "
+     "only: a file that crashes FFmpeg then takes the daemon down)", NULL},
+    {"decode_mem_limit", T_SIZE, "2G", 0, (double)(1LL << 50), NULL, F(decode_mem_limit), 0,
+     "address space each decode worker may use, bytes with optional K/M/G suffix (0: no limit); a file that "
+     "needs more fails its job with 'decoder exceeded its memory limit'", NULL},
+    {"allow_nested_media", T_INT, "0", 0, 1, NULL, F(allow_nested_media), 0,
+     "1: archive files (POST /v1/index) may open other local files (HLS playlists, concat lists, external "
+     "references); they are then decoded in-process. Uploads and picture queries never may", NULL},
     {"debug_job_delay_ms", T_INT, "0", 0, MD_DEBUG_JOB_DELAY_MS_MAX, NULL, F(debug_job_delay_ms), 0,
      "test hook: pause before each job and after each committed window (keep 0)", NULL},
 };

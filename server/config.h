@@ -38,6 +38,9 @@ typedef struct md_config {
     long long job_retries;
     long long threads;
     long long keyframes_only;
+    long long decode_in_process;  /* 1: no worker processes (debugging) */
+    long long decode_mem_limit;   /* bytes of address space per decode worker; 0: none */
+    long long allow_nested_media; /* 1: archive files may open other local files */
     double sample_fps;     /* frames sampled per second of video */
     long long segment_frames;
     long long window_frames;

@@ -113,6 +113,9 @@ static int serve(int argc, char **argv, int first)
     p.model_dir = cfg.model_dir;
     p.sample_fps = cfg.sample_fps;
     p.keyframes_only = (int)cfg.keyframes_only;
+    p.decode_in_process = (int)cfg.decode_in_process;
+    p.decode_mem_limit = cfg.decode_mem_limit > 0 ? cfg.decode_mem_limit : -1; /* 0 in the settings: none */
+    p.allow_nested_media = (int)cfg.allow_nested_media;
     p.segment_frames = (int)cfg.segment_frames;
     p.window_frames = (int)cfg.window_frames;
     p.temporal_path = cfg.temporal;

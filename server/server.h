@@ -188,12 +188,6 @@ int md_metrics_write(char **buf, size_t *len, size_t *cap);
  * buffer could not grow (nothing appended). */
 int md_appendf(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-/* UTF-8 helpers of base/utf8.h (declared there; repeated here because the layering rule lets
- * server/ include only engine/momentd.h from below it, and momentd.h does not include utf8.h
- * yet). The two declarations must stay identical; the compiler checks that where both are seen. */
-int md_utf8_valid(const char *s, size_t n);
-size_t md_utf8_repair(const char *in, size_t n, char *out, size_t outlen);
-
 /* The OpenAPI document compiled into the binary (build/embedded.c). */
 extern const char md_openapi_json[];
 

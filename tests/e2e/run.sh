@@ -15,7 +15,7 @@
 # the order they run (each starts at a "# ====" banner with `if section NAME`):
 #   health uploads list delete errors notvideo concurrent toolarge apikey index
 #   crash sigterm config cors fulldisk search resume models temporal limits ids lock
-#   httpedge metrics
+#   httpedge metrics hostile
 # At the end one more check parses every JSON answer the suite received with a strict UTF-8
 # JSON parser (lib.sh, e2e_check_json).
 # An unknown name is an error (exit 2) that lists the valid ones.
@@ -42,7 +42,7 @@ E2E_BIN=$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")
 # Sections in the order they run, and the section whose state (daemon, ids, data
 # dir) each one uses; e2e_select (lib.sh) reads E2E_ONLY against these.
 E2E_SECTIONS=(health uploads list delete errors notvideo concurrent toolarge apikey index crash sigterm config cors
-    fulldisk search resume models temporal limits ids lock httpedge metrics)
+    fulldisk search resume models temporal limits ids lock httpedge metrics hostile)
 declare -A E2E_NEEDS=([uploads]=health [list]=uploads [delete]=list [errors]=health [notvideo]=health
     [concurrent]=health [sigterm]=health [models]=search)
 e2e_select
@@ -585,6 +585,11 @@ if section fulldisk "15. full disk: a small tmpfs as data dir"; then
             check_status "a small upload still works afterwards" 202
             stop_daemon full || true
             check_eq "daemon on a full disk exits 0 on SIGTERM" 0 "$EXIT_RC"
+            # Indexing and deleting while the disk is full (tests/e2e/fulldisk.sh).
+            rm -rf "$E2E_MOUNT/data"
+            # shellcheck source=tests/e2e/fulldisk.sh
+            source "$HERE/fulldisk.sh"
+            e2e_fulldisk_jobs "$E2E_MOUNT" "$CLIP2"
         else
             not_ok "daemon on a 32 MiB tmpfs starts" "see log above"
         fi
@@ -934,6 +939,13 @@ if section metrics "24. /metrics: latency histograms per route, indexing seconds
     # shellcheck source=tests/e2e/httpedge.sh
     source "$HERE/httpedge.sh"
     e2e_metrics "$TMP/data-metrics" "$CLIP2"
+fi
+
+# =============================================================================
+if section hostile "25. hostile media through the sandboxed decoders (tests/e2e/hostile.sh)"; then
+    # shellcheck source=tests/e2e/hostile.sh
+    source "$HERE/hostile.sh"
+    e2e_hostile "$TMP/data-hostile"
 fi
 
 # =============================================================================
