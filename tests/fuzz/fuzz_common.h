@@ -44,6 +44,29 @@ static inline const char *fz_memfile(int *fd, char path[64], const uint8_t *data
     return path;
 }
 
+/* Makes a fresh directory PREFIX-<pid>-XXXXXX under /dev/shm (tmpfs; /tmp when there is none)
+ * into OUT, first removing those of earlier runs whose process is gone: a run that ends in a
+ * crash never gets to remove its own. */
+static inline void fz_tmpdir(const char *prefix, char out[128])
+{
+    const char *bases[] = {"/dev/shm", "/tmp"};
+    for (int b = 0; b < 2; b++) {
+        char cmd[512];
+        /* A name is PREFIX-<pid>-XXXXXX: kill -0 <pid> fails once that process is gone. */
+        snprintf(cmd, sizeof cmd,
+                 "for d in %s/%s-*-*; do [ -d \"$d\" ] || continue; p=${d#%s/%s-}; p=${p%%%%-*}; "
+                 "kill -0 \"$p\" 2>/dev/null || rm -rf \"$d\"; done",
+                 bases[b], prefix, bases[b], prefix);
+        if (system(cmd) != 0)
+            fprintf(stderr, "fuzz: could not clean up old %s/%s-* directories\n", bases[b], prefix);
+        snprintf(out, 128, "%s/%s-%ld-XXXXXX", bases[b], prefix, (long)getpid());
+        if (mkdtemp(out))
+            return;
+    }
+    perror("fuzz: mkdtemp");
+    abort();
+}
+
 /* A broken invariant of the code under test: print it and abort, which libFuzzer reports as a
  * crash with the input that caused it. */
 #define FZ_ASSERT(cond)                                                                                \

@@ -40,7 +40,7 @@
 static md_config g_cfg;
 static md_server g_srv;
 static md_dir_lock *g_lock;
-static char g_dir[64];
+static char g_dir[128];
 
 static void stop_all(void)
 {
@@ -50,7 +50,7 @@ static void stop_all(void)
     g_srv.lib = NULL;
     md_data_dir_unlock(g_lock);
     md_config_free(&g_cfg);
-    char cmd[128];
+    char cmd[160];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "fuzz: could not remove %s\n", g_dir);
@@ -74,12 +74,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char err[1024];
     md_errbuf e = {{0}};
     signal(SIGPIPE, SIG_IGN);
-    snprintf(g_dir, sizeof g_dir, "%s", "/dev/shm/md-fuzz-http-XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        snprintf(g_dir, sizeof g_dir, "%s", "/tmp/md-fuzz-http-XXXXXX");
-        if (!mkdtemp(g_dir))
-            DIE("mkdtemp: %s", strerror(errno));
-    }
+    fz_tmpdir("md-fuzz-http", g_dir);
     char *av[] = {"momentd", "--bind", "127.0.0.1", "--port", "0", "--data-dir", g_dir, "--workers", "1",
                   "--http-threads", "2", "--max-upload", "1M", "--device", "cpu", "--threads", "1",
                   "--job-retries", "0", NULL};

@@ -12,11 +12,11 @@
 
 #include "../../engine/safetensors.h"
 
-static char g_dir[64];
+static char g_dir[128];
 
 static void rm_dir(void)
 {
-    char p[128];
+    char p[160];
     snprintf(p, sizeof p, "%s/rt.safetensors", g_dir);
     unlink(p);
     rmdir(g_dir);
@@ -27,13 +27,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fz_quiet();
-    /* The round trip's file: tmpfs when there is one, as the writer renames PATH.tmp to PATH. */
-    snprintf(g_dir, sizeof g_dir, "%s", "/dev/shm/md-fuzz-st-XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        snprintf(g_dir, sizeof g_dir, "%s", "/tmp/md-fuzz-st-XXXXXX");
-        if (!mkdtemp(g_dir))
-            abort();
-    }
+    /* The round trip's file needs a directory: the writer renames PATH.tmp to PATH. */
+    fz_tmpdir("md-fuzz-st", g_dir);
     atexit(rm_dir);
     return 0;
 }
@@ -90,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_ASSERT(md_safetensors_find(st, "__metadata__") == NULL);
 
     /* Round trip through the writer. */
-    char rt[128];
+    char rt[160];
     snprintf(rt, sizeof rt, "%s/rt.safetensors", g_dir);
     FZ_ASSERT(md_safetensors_write(rt, w, n, NULL, 0, err, sizeof err) == MD_OK);
     md_safetensors *back = NULL;
