@@ -94,7 +94,12 @@ e2e: $(BIN)
 
 # The whole suite: unit tests, the end-to-end tests against the real daemon, then both again
 # with AddressSanitizer + UBSan (the e2e run checks every daemon log for sanitizer reports).
-test: check-layers all unit e2e asan e2e-asan fuzz-regress
+test: check-layers fuzz-regress deploy-check all unit e2e asan e2e-asan
+
+# The systemd units' sandbox (systemd-analyze security, offline): tests/deploy/check-units.sh.
+.PHONY: deploy-check
+deploy-check:
+	bash tests/deploy/check-units.sh
 
 # Fails when an #include crosses a layer the wrong way (server -> engine -> {storage, video,
 # backend} -> base; tools/check-layers.py).

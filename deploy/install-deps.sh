@@ -4,7 +4,8 @@
 #   deploy/install-deps.sh          build and run dependencies
 #   deploy/install-deps.sh --test   also what the test suite uses (jq, the ffmpeg CLI for
 #                                   fixtures, real sample footage from Debian packages, and
-#                                   clang with its libFuzzer runtime for make fuzz-regress)
+#                                   clang with its libFuzzer runtime for make fuzz-regress,
+#                                   systemd-analyze for make deploy-check)
 #
 # Uses sudo when not run as root. CUDA is optional and not installed here: when
 # nvcc is present (e.g. /usr/local/cuda/bin/nvcc) `make` builds the CUDA backend too.
@@ -19,7 +20,7 @@ if [ "${1:-}" = "--test" ]; then
     # forensics-samples-files: a real phone video, used when ../shared/media is absent.
     # clang + libclang-rt-dev: the fuzz targets (libFuzzer, ASan, UBSan runtimes; the runtimes are
     # only a Recommends of clang, which --no-install-recommends below would skip).
-    PKGS="$PKGS ffmpeg jq python3 forensics-samples-files clang libclang-rt-dev"
+    PKGS="$PKGS ffmpeg jq python3 forensics-samples-files clang libclang-rt-dev systemd"
 fi
 
 missing=""
