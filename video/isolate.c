@@ -77,17 +77,17 @@ md_video_sandbox md_video_sandbox_default(void)
 
 typedef struct conn {
     md_video_sandbox sb;
-    pid_t pid;            /* > 0 until reaped */
-    int req_fd, rsp_fd;   /* -1 when closed */
+    pid_t pid;          /* > 0 until reaped */
+    int req_fd, rsp_fd; /* -1 when closed */
     const unsigned char *shm;
     size_t shm_bytes;
     const md_wire_shm_head *head;
-    unsigned sandbox;     /* from HELLO */
+    unsigned sandbox; /* from HELLO */
     int got_hello;
-    int exited;           /* reaped */
+    int exited; /* reaped */
     int wstatus;
     struct rusage ru;
-    unsigned char *rx;    /* sizeof(md_wire_hdr) + MD_WIRE_MAX_PAYLOAD */
+    unsigned char *rx; /* sizeof(md_wire_hdr) + MD_WIRE_MAX_PAYLOAD */
     size_t rx_len;
 } conn;
 
@@ -119,25 +119,44 @@ static void size_str(long long bytes, char *out, size_t outlen)
 static const char *sig_name(int sig)
 {
     switch (sig) {
-    case SIGHUP: return "SIGHUP";
-    case SIGINT: return "SIGINT";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGILL: return "SIGILL";
-    case SIGTRAP: return "SIGTRAP";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGKILL: return "SIGKILL";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGUSR2: return "SIGUSR2";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGTERM: return "SIGTERM";
-    case SIGXCPU: return "SIGXCPU";
-    case SIGXFSZ: return "SIGXFSZ";
-    case SIGSYS: return "SIGSYS";
-    default: return "?";
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGINT:
+        return "SIGINT";
+    case SIGQUIT:
+        return "SIGQUIT";
+    case SIGILL:
+        return "SIGILL";
+    case SIGTRAP:
+        return "SIGTRAP";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGFPE:
+        return "SIGFPE";
+    case SIGKILL:
+        return "SIGKILL";
+    case SIGUSR1:
+        return "SIGUSR1";
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGUSR2:
+        return "SIGUSR2";
+    case SIGPIPE:
+        return "SIGPIPE";
+    case SIGALRM:
+        return "SIGALRM";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGXCPU:
+        return "SIGXCPU";
+    case SIGXFSZ:
+        return "SIGXFSZ";
+    case SIGSYS:
+        return "SIGSYS";
+    default:
+        return "?";
     }
 }
 
@@ -213,8 +232,8 @@ static md_status death_status(const conn *c, char *err, size_t errlen)
         if (h && (c->sandbox & MD_VIDEO_SANDBOX_MEM_LIMIT) && h->crash_signal == sig && h->crash_code > 0 &&
             h->crash_errno == ENOMEM) {
             size_str(c->sb.mem_limit_bytes, lim, sizeof lim);
-            return md_errf(err, errlen, MD_ERR_TOO_LARGE, "decoder exceeded its memory limit (%s): killed by signal %d (%s)",
-                           lim, sig, sig_name(sig));
+            return md_errf(err, errlen, MD_ERR_TOO_LARGE,
+                           "decoder exceeded its memory limit (%s): killed by signal %d (%s)", lim, sig, sig_name(sig));
         }
         return md_errf(err, errlen, MD_ERR_MEDIA, "decoder process killed by signal %d (%s)", sig, sig_name(sig));
     }
@@ -262,8 +281,8 @@ static int write_nosig(int fd, const void *buf, size_t n)
 static int conn_send(conn *c, int type, const void *payload, size_t len)
 {
     static _Thread_local unsigned char buf[sizeof(md_wire_hdr) + sizeof(md_wire_start)]; /* 4.7 KiB */
-    md_wire_hdr h = {.magic = MD_WIRE_MAGIC, .version = MD_WIRE_VERSION, .type = (uint16_t)type,
-                     .len = (uint32_t)len, .status = 0};
+    md_wire_hdr h = {
+        .magic = MD_WIRE_MAGIC, .version = MD_WIRE_VERSION, .type = (uint16_t)type, .len = (uint32_t)len, .status = 0};
     if (c->req_fd < 0 || len > sizeof(md_wire_start))
         return -1;
     memcpy(buf, &h, sizeof h);
@@ -303,7 +322,8 @@ static void worker_env(char *asan, size_t asanlen, char **envp, size_t max)
     }
     const char *a = getenv("ASAN_OPTIONS");
     if (ISO_ASAN || (a && *a)) {
-        snprintf(asan, asanlen, "ASAN_OPTIONS=%s%s%s", a ? a : "", a && *a ? ":" : "", ISO_ASAN ? "detect_leaks=0:abort_on_error=1" : "");
+        snprintf(asan, asanlen, "ASAN_OPTIONS=%s%s%s", a ? a : "", a && *a ? ":" : "",
+                 ISO_ASAN ? "detect_leaks=0:abort_on_error=1" : "");
         envp[n++] = asan;
     }
     envp[n] = NULL;
@@ -365,7 +385,8 @@ static md_status conn_spawn(conn *c, int fd, md_wire_start *job, size_t shm_byte
     rc = rc ? rc : posix_spawnattr_setsigmask(&attr, &none);
     rc = rc ? rc : posix_spawnattr_setsigdefault(&attr, &all);
     rc = rc ? rc : posix_spawnattr_setpgroup(&attr, 0);
-    rc = rc ? rc : posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    rc = rc ? rc
+            : posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     const char *exe = c->sb.worker_exe ? c->sb.worker_exe : "/proc/self/exe";
     char *argv[] = {(char *)(uintptr_t)exe, MD_VIDEO_WORKER_ARG, NULL};
     char asan[1024], *envp[16];
@@ -550,7 +571,9 @@ static void warn_layers(const conn *c)
 /* N when PATH names one of this process's descriptors ("/proc/self/fd/N", "/dev/fd/N"), else -1. */
 static int own_fd(const char *path)
 {
-    const char *n = strncmp(path, "/proc/self/fd/", 14) == 0 ? path + 14 : strncmp(path, "/dev/fd/", 8) == 0 ? path + 8 : NULL;
+    const char *n = strncmp(path, "/proc/self/fd/", 14) == 0 ? path + 14
+                    : strncmp(path, "/dev/fd/", 8) == 0      ? path + 8
+                                                             : NULL;
     if (!n || *n < '0' || *n > '9')
         return -1;
     char *end;
@@ -567,7 +590,8 @@ static md_status open_file(const char *path, int *fd_out, long long *size, int *
     *fd_out = -1;
     int own = own_fd(path);
     *by_fd = own >= 0;
-    int fd = own >= 0 ? fcntl(own, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int fd = own >= 0 ? fcntl(own, F_DUPFD_CLOEXEC, 0)
+                      : open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd >= 0 && own >= 0 && (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
         close(fd);
         return md_errf(err, errlen, MD_ERR_IO, "cannot open file: descriptor %d is not readable", own);
@@ -627,8 +651,7 @@ md_status md_video_iso_probe(const md_video_sandbox *sb, const char *path, md_vi
 }
 
 md_status md_video_iso_probe_ex(const md_video_sandbox *sb, const char *path, const md_video_open_opts *opts,
-                                md_video_info *info, md_video_progress_fn progress, void *ctx, char *err,
-                                size_t errlen)
+                                md_video_info *info, md_video_progress_fn progress, void *ctx, char *err, size_t errlen)
 {
     md_status st = MD_OK;
     conn c;
@@ -707,9 +730,9 @@ struct md_video_iso {
     md_video_info info;
     long long expected;
     int keyframe_mode;
-    long long seq;     /* the next batch to ask for */
-    long long taken;   /* frames handed out */
-    int done;          /* the end was delivered */
+    long long seq;   /* the next batch to ask for */
+    long long taken; /* frames handed out */
+    int done;        /* the end was delivered */
     md_status failed;
     char err[MD_WIRE_ERRLEN];
     md_video_decode_stats stats;
@@ -858,19 +881,40 @@ md_status md_video_iso_next(md_video_iso *d, md_video_batch *b)
     return MD_OK;
 }
 
-const md_video_info *md_video_iso_info(const md_video_iso *d) { return &d->info; }
+const md_video_info *md_video_iso_info(const md_video_iso *d)
+{
+    return &d->info;
+}
 
-long long md_video_iso_expected(const md_video_iso *d) { return d->expected; }
+long long md_video_iso_expected(const md_video_iso *d)
+{
+    return d->expected;
+}
 
-int md_video_iso_keyframe_mode(const md_video_iso *d) { return d->keyframe_mode; }
+int md_video_iso_keyframe_mode(const md_video_iso *d)
+{
+    return d->keyframe_mode;
+}
 
-void md_video_iso_stats(const md_video_iso *d, md_video_decode_stats *stats) { *stats = d->stats; }
+void md_video_iso_stats(const md_video_iso *d, md_video_decode_stats *stats)
+{
+    *stats = d->stats;
+}
 
-const char *md_video_iso_error(const md_video_iso *d) { return d->err; }
+const char *md_video_iso_error(const md_video_iso *d)
+{
+    return d->err;
+}
 
-int md_video_iso_pid(const md_video_iso *d) { return d && d->c.pid > 0 ? (int)d->c.pid : -1; }
+int md_video_iso_pid(const md_video_iso *d)
+{
+    return d && d->c.pid > 0 ? (int)d->c.pid : -1;
+}
 
-unsigned md_video_iso_sandbox(const md_video_iso *d) { return d ? d->c.sandbox : 0; }
+unsigned md_video_iso_sandbox(const md_video_iso *d)
+{
+    return d ? d->c.sandbox : 0;
+}
 
 /* ---- pictures -------------------------------------------------------------------------------- */
 

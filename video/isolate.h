@@ -98,7 +98,7 @@ md_video_sandbox md_video_sandbox_default(void);
 
 /* Sandbox layers a worker reported in place (md_video_iso_sandbox()). */
 enum {
-    MD_VIDEO_SANDBOX_RLIMITS = 1 << 0,  /* RLIMIT_CORE/NOFILE/CPU set (CPU when asked) */
+    MD_VIDEO_SANDBOX_RLIMITS = 1 << 0,   /* RLIMIT_CORE/NOFILE/CPU set (CPU when asked) */
     MD_VIDEO_SANDBOX_MEM_LIMIT = 1 << 1, /* RLIMIT_AS set (not asked for, or a sanitizer build: 0) */
     MD_VIDEO_SANDBOX_NO_NEW_PRIVS = 1 << 2,
     MD_VIDEO_SANDBOX_LANDLOCK = 1 << 3, /* can open only its one file */
@@ -188,15 +188,15 @@ md_status md_video_iso_load_image_ex(const md_video_sandbox *sb, const char *pat
 enum { MD_WIRE_FD_FILE = 3, MD_WIRE_FD_REQ = 4, MD_WIRE_FD_RSP = 5, MD_WIRE_FD_SHM = 6, MD_WIRE_FD_END = 7 };
 
 enum md_wire_type {
-    MD_WIRE_REQ_START = 1, /* md_wire_start: the whole job, sent once right after the spawn */
-    MD_WIRE_REQ_NEXT,      /* md_wire_next: the batch wanted (releases the one held before) */
+    MD_WIRE_REQ_START = 1,  /* md_wire_start: the whole job, sent once right after the spawn */
+    MD_WIRE_REQ_NEXT,       /* md_wire_next: the batch wanted (releases the one held before) */
     MD_WIRE_RSP_HELLO = 16, /* md_wire_hello: sandbox in place, file not yet touched */
-    MD_WIRE_RSP_PROGRESS,  /* md_wire_progress (probe, when asked for) */
-    MD_WIRE_RSP_PROBE,     /* md_wire_probe, then the worker exits */
-    MD_WIRE_RSP_OPEN,      /* md_wire_open (decoder) */
-    MD_WIRE_RSP_BATCH,     /* md_wire_batch + n md_video_frame; pixels in shared buffer seq % 2 */
-    MD_WIRE_RSP_IMAGE,     /* md_wire_image; the tensor in shared buffer 0, then the worker exits */
-    MD_WIRE_RSP_FATAL      /* md_wire_text: setup or protocol failure, then exit status 3 */
+    MD_WIRE_RSP_PROGRESS,   /* md_wire_progress (probe, when asked for) */
+    MD_WIRE_RSP_PROBE,      /* md_wire_probe, then the worker exits */
+    MD_WIRE_RSP_OPEN,       /* md_wire_open (decoder) */
+    MD_WIRE_RSP_BATCH,      /* md_wire_batch + n md_video_frame; pixels in shared buffer seq % 2 */
+    MD_WIRE_RSP_IMAGE,      /* md_wire_image; the tensor in shared buffer 0, then the worker exits */
+    MD_WIRE_RSP_FATAL       /* md_wire_text: setup or protocol failure, then exit status 3 */
 };
 
 enum md_wire_job { MD_WIRE_JOB_PROBE = 1, MD_WIRE_JOB_DECODE, MD_WIRE_JOB_IMAGE };
@@ -213,7 +213,7 @@ typedef struct md_wire_start {
     int32_t job;        /* md_wire_job */
     int32_t parent_pid; /* the worker exits when its parent is no longer this one */
     uint32_t sizeof_start, sizeof_info, sizeof_params, sizeof_frame, sizeof_stats, pad0;
-    int64_t mem_limit;  /* <= 0: none */
+    int64_t mem_limit;   /* <= 0: none */
     int32_t cpu_limit_s; /* <= 0: none */
     int32_t log_level;
     uint64_t shm_bytes; /* the memfd's (sealed) size */
@@ -221,7 +221,7 @@ typedef struct md_wire_start {
     int32_t want_progress, has_probed;
     int32_t has_opts, pad2;
     md_video_open_opts opts; /* probe and picture jobs (decoders: params.open) */
-    md_video_params params; /* interrupt NULL */
+    md_video_params params;  /* interrupt NULL */
     md_video_info probed;
     int32_t image_size, has_mean, has_std, pad1;
     float mean[3], std[3];

@@ -126,8 +126,11 @@ static int send_msg(int type, md_status st, const void *payload, size_t len, con
     unsigned char buf[sizeof(md_wire_hdr) + MD_WIRE_MAX_PAYLOAD];
     if (len + tail_len > MD_WIRE_MAX_PAYLOAD)
         return -1;
-    md_wire_hdr h = {.magic = MD_WIRE_MAGIC, .version = MD_WIRE_VERSION, .type = (uint16_t)type,
-                     .len = (uint32_t)(len + tail_len), .status = (int32_t)st};
+    md_wire_hdr h = {.magic = MD_WIRE_MAGIC,
+                     .version = MD_WIRE_VERSION,
+                     .type = (uint16_t)type,
+                     .len = (uint32_t)(len + tail_len),
+                     .status = (int32_t)st};
     memcpy(buf, &h, sizeof h);
     if (len)
         memcpy(buf + sizeof h, payload, len);
@@ -290,7 +293,7 @@ static int apply_landlock(int fd, int *abi_out)
 #define SC_MAX 512
 #define ARG_LO(i) (offsetof(struct seccomp_data, args) + (i) * sizeof(uint64_t))
 #define ARG_HI(i) (ARG_LO(i) + sizeof(uint32_t)) /* little-endian: x86-64 and arm64 */
-#define DENY_ERRNO(e) (SECCOMP_RET_ERRNO | ((e) & SECCOMP_RET_DATA))
+#define DENY_ERRNO(e) (SECCOMP_RET_ERRNO | ((e)&SECCOMP_RET_DATA))
 
 typedef struct sc_prog {
     struct sock_filter f[SC_MAX];
@@ -383,28 +386,113 @@ static int apply_seccomp(void)
     sc_self_only(p, SYS_rt_sigqueueinfo, 0, pid);
     sc_self_only(p, SYS_rt_tgsigqueueinfo, 0, pid);
     static const int deny[] = {
-        SYS_socket, SYS_socketpair, SYS_connect, SYS_bind, SYS_listen, SYS_accept, SYS_accept4, SYS_sendto,
-        SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg, SYS_recvmmsg, SYS_shutdown, SYS_execve,
-        SYS_execveat, SYS_tkill, SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp,
-        SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns, SYS_keyctl, SYS_add_key,
-        SYS_request_key, SYS_bpf, SYS_perf_event_open, SYS_userfaultfd, SYS_init_module, SYS_finit_module,
-        SYS_delete_module, SYS_kexec_load, SYS_reboot, SYS_swapon, SYS_swapoff, SYS_acct, SYS_settimeofday,
-        SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_sethostname, SYS_setdomainname, SYS_quotactl,
-        SYS_syslog, SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register, SYS_open_by_handle_at,
-        SYS_name_to_handle_at, SYS_mknodat, SYS_linkat, SYS_symlinkat, SYS_unlinkat, SYS_renameat,
-        SYS_renameat2, SYS_mkdirat, SYS_fchmodat, SYS_fchownat, SYS_fchmod, SYS_fchown, SYS_ftruncate,
-        SYS_truncate, SYS_move_pages, SYS_migrate_pages, SYS_personality, SYS_vhangup, SYS_pidfd_open,
-        SYS_pidfd_getfd, SYS_pidfd_send_signal, SYS_process_madvise, SYS_fanotify_init, SYS_inotify_init1,
-        SYS_mbind, SYS_set_mempolicy,
+        SYS_socket,
+        SYS_socketpair,
+        SYS_connect,
+        SYS_bind,
+        SYS_listen,
+        SYS_accept,
+        SYS_accept4,
+        SYS_sendto,
+        SYS_recvfrom,
+        SYS_sendmsg,
+        SYS_recvmsg,
+        SYS_sendmmsg,
+        SYS_recvmmsg,
+        SYS_shutdown,
+        SYS_execve,
+        SYS_execveat,
+        SYS_tkill,
+        SYS_ptrace,
+        SYS_process_vm_readv,
+        SYS_process_vm_writev,
+        SYS_kcmp,
+        SYS_mount,
+        SYS_umount2,
+        SYS_pivot_root,
+        SYS_chroot,
+        SYS_unshare,
+        SYS_setns,
+        SYS_keyctl,
+        SYS_add_key,
+        SYS_request_key,
+        SYS_bpf,
+        SYS_perf_event_open,
+        SYS_userfaultfd,
+        SYS_init_module,
+        SYS_finit_module,
+        SYS_delete_module,
+        SYS_kexec_load,
+        SYS_reboot,
+        SYS_swapon,
+        SYS_swapoff,
+        SYS_acct,
+        SYS_settimeofday,
+        SYS_clock_settime,
+        SYS_clock_adjtime,
+        SYS_adjtimex,
+        SYS_sethostname,
+        SYS_setdomainname,
+        SYS_quotactl,
+        SYS_syslog,
+        SYS_io_uring_setup,
+        SYS_io_uring_enter,
+        SYS_io_uring_register,
+        SYS_open_by_handle_at,
+        SYS_name_to_handle_at,
+        SYS_mknodat,
+        SYS_linkat,
+        SYS_symlinkat,
+        SYS_unlinkat,
+        SYS_renameat,
+        SYS_renameat2,
+        SYS_mkdirat,
+        SYS_fchmodat,
+        SYS_fchownat,
+        SYS_fchmod,
+        SYS_fchown,
+        SYS_ftruncate,
+        SYS_truncate,
+        SYS_move_pages,
+        SYS_migrate_pages,
+        SYS_personality,
+        SYS_vhangup,
+        SYS_pidfd_open,
+        SYS_pidfd_getfd,
+        SYS_pidfd_send_signal,
+        SYS_process_madvise,
+        SYS_fanotify_init,
+        SYS_inotify_init1,
+        SYS_mbind,
+        SYS_set_mempolicy,
 #ifdef SYS_fork
-        SYS_fork, SYS_vfork,
+        SYS_fork,
+        SYS_vfork,
 #endif
 #ifdef SYS_creat
-        SYS_creat, SYS_mknod, SYS_link, SYS_symlink, SYS_unlink, SYS_rename, SYS_mkdir, SYS_rmdir, SYS_chmod,
-        SYS_chown, SYS_lchown, SYS_iopl, SYS_ioperm, SYS_uselib, SYS_inotify_init,
+        SYS_creat,
+        SYS_mknod,
+        SYS_link,
+        SYS_symlink,
+        SYS_unlink,
+        SYS_rename,
+        SYS_mkdir,
+        SYS_rmdir,
+        SYS_chmod,
+        SYS_chown,
+        SYS_lchown,
+        SYS_iopl,
+        SYS_ioperm,
+        SYS_uselib,
+        SYS_inotify_init,
 #endif
 #ifdef SYS_open_tree
-        SYS_open_tree, SYS_move_mount, SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick,
+        SYS_open_tree,
+        SYS_move_mount,
+        SYS_fsopen,
+        SYS_fsconfig,
+        SYS_fsmount,
+        SYS_fspick,
 #endif
 #ifdef SYS_mount_setattr
         SYS_mount_setattr,
@@ -419,7 +507,10 @@ static int apply_seccomp(void)
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fp, 0, 0) == 0 ? 0 : -1;
 }
 #else
-static int apply_seccomp(void) { return -1; }
+static int apply_seccomp(void)
+{
+    return -1;
+}
 #endif
 
 /* The whole sandbox, in the order the header lists. Fatal only where a limit asked for could not be
@@ -469,7 +560,8 @@ static int run_probe(worker *w)
 {
     md_wire_probe r;
     memset(&r, 0, sizeof r);
-    md_status st = md_video_probe_ex(w->path, w->job.has_opts ? &w->job.opts : NULL, &r.info, probe_progress, w, r.err, sizeof r.err);
+    md_status st = md_video_probe_ex(w->path, w->job.has_opts ? &w->job.opts : NULL, &r.info, probe_progress, w, r.err,
+                                     sizeof r.err);
     send_msg(MD_WIRE_RSP_PROBE, st, &r, sizeof r, NULL, 0);
     return 0;
 }
@@ -484,7 +576,7 @@ static int run_image(worker *w)
         st = md_errf(r.err, sizeof r.err, MD_ERR_INTERNAL, "shared buffer too small for size %d", j->image_size);
     else
         st = md_video_load_image_ex(w->path, j->has_opts ? &j->opts : NULL, j->image_size, j->has_mean ? j->mean : NULL,
-                                 j->has_std ? j->std : NULL, shm_buf(w, 0), r.err, sizeof r.err);
+                                    j->has_std ? j->std : NULL, shm_buf(w, 0), r.err, sizeof r.err);
     send_msg(MD_WIRE_RSP_IMAGE, st, &r, sizeof r, NULL, 0);
     return 0;
 }
@@ -527,8 +619,8 @@ static int run_decode(worker *w)
     md_video_decoder *d = NULL;
     md_video_frame *frames = NULL;
     int rc = 0;
-    md_status st = md_video_decoder_open(w->path, &p, w->job.has_probed ? &w->job.probed : NULL, &d,
-                                         o.err, sizeof o.err);
+    md_status st =
+        md_video_decoder_open(w->path, &p, w->job.has_probed ? &w->job.probed : NULL, &d, o.err, sizeof o.err);
     if (st == MD_OK) {
         o.info = *md_video_decoder_info(d);
         o.expected = md_video_decoder_expected(d);

@@ -80,7 +80,8 @@ int main(int argc, char **argv)
     else
         md_video_decoder_stats(d, &s);
     if (st != MD_OK)
-        fprintf(stderr, "%s: %s: %s\n", argv[1], md_status_str(st), iso ? md_video_iso_error(di) : md_video_decoder_error(d));
+        fprintf(stderr, "%s: %s: %s\n", argv[1], md_status_str(st),
+                iso ? md_video_iso_error(di) : md_video_decoder_error(d));
     md_video_iso_close(di);
     md_video_decoder_close(d);
     double secs = md_mono_s() - t0, cpu = cpu_s() - c0;

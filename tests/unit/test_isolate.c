@@ -136,16 +136,15 @@ static int no_children(void)
 
 static int make_fixtures(void)
 {
-    const char *h264[] = {"-f", "lavfi", "-i", SRC, "-t", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10",
-                          fx("h264.mp4"), NULL};
-    const char *vp9[] = {"-f", "lavfi", "-i", SRC, "-t", "2", "-c:v", "libvpx-vp9", "-b:v", "200k", "-deadline",
-                         "realtime", fx("vp9.webm"), NULL};
+    const char *h264[] = {"-f",       "lavfi",   "-i", SRC,  "-t",           "3", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p", "-g", "10", fx("h264.mp4"), NULL};
+    const char *vp9[] = {"-f",   "lavfi", "-i",        SRC,        "-t",           "2", "-c:v", "libvpx-vp9",
+                         "-b:v", "200k",  "-deadline", "realtime", fx("vp9.webm"), NULL};
     const char *mpeg4[] = {"-f", "lavfi", "-i", SRC, "-t", "2", "-c:v", "mpeg4", fx("mpeg4.avi"), NULL};
-    const char *audio[] = {"-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", fx("audio.m4a"),
-                           NULL};
+    const char *audio[] = {"-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", fx("audio.m4a"), NULL};
     const char *png[] = {"-f", "lavfi", "-i", "testsrc2=size=97x61", "-frames:v", "1", fx("still.png"), NULL};
-    const char *ts[] = {"-f", "lavfi", "-i", SRC, "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f",
-                        "mpegts", fx("seg.ts"), NULL};
+    const char *ts[] = {"-f",      "lavfi",    "-i",      SRC,  "-t",     "2",          "-c:v",
+                        "libx264", "-pix_fmt", "yuv420p", "-f", "mpegts", fx("seg.ts"), NULL};
     if (ffmpeg(h264) || ffmpeg(vp9) || ffmpeg(mpeg4) || ffmpeg(audio) || ffmpeg(png) || ffmpeg(ts))
         return -1;
     if (tu_write_file(fx("empty.mp4"), "", 0) || tu_write_file(fx("text.mp4"), "hello, not a video\n", 19))
@@ -159,8 +158,8 @@ static int make_fixtures(void)
     /* A playlist naming a real segment by absolute path: in-process, FFmpeg follows it (until the
      * open options refuse playlists); the worker has no way to open it. */
     char m3u8[1024];
-    snprintf(m3u8, sizeof m3u8, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n%s\n#EXT-X-ENDLIST\n",
-             fx("seg.ts"));
+    snprintf(m3u8, sizeof m3u8,
+             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n%s\n#EXT-X-ENDLIST\n", fx("seg.ts"));
     rc = rc || tu_write_file(fx("list.m3u8"), m3u8, strlen(m3u8));
     if (symlink(fx("h264.mp4"), fx("link.mp4")) != 0)
         rc = -1;
@@ -180,8 +179,20 @@ static void make_1080p(void)
             snprintf(g_long, sizeof g_long, "%s", fx("long1080.mp4"));
         return;
     }
-    const char *syn[] = {"-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-t", "30", "-c:v", "libx264",
-                         "-preset", "ultrafast", "-pix_fmt", "yuv420p", fx("long1080.mp4"), NULL};
+    const char *syn[] = {"-f",
+                         "lavfi",
+                         "-i",
+                         "testsrc2=size=1920x1080:rate=30",
+                         "-t",
+                         "30",
+                         "-c:v",
+                         "libx264",
+                         "-preset",
+                         "ultrafast",
+                         "-pix_fmt",
+                         "yuv420p",
+                         fx("long1080.mp4"),
+                         NULL};
     if (ffmpeg(syn) == 0) {
         snprintf(g_1080, sizeof g_1080, "%s", fx("long1080.mp4"));
         snprintf(g_long, sizeof g_long, "%s", fx("long1080.mp4"));
@@ -206,7 +217,7 @@ typedef struct decoded {
     md_video_info info;
     long long expected;
     int keyframe_mode;
-    int nb, n;                 /* batches, frames */
+    int nb, n; /* batches, frames */
     int batch_n[4096];
     long long first_index[4096];
     float *px;
@@ -281,14 +292,14 @@ static void decode_all(int iso, const md_video_sandbox *sb, const char *path, co
 /* 1 when A and B are the same decode, bit for bit; prints the first difference. */
 static int same_decode(const char *what, const decoded *a, const decoded *b, size_t one)
 {
-#define DIFF(cond, ...)                                                                                        \
-    do {                                                                                                       \
-        if (cond) {                                                                                            \
-            fprintf(stderr, "  %s: ", what);                                                                   \
-            fprintf(stderr, __VA_ARGS__);                                                                      \
-            fputc('\n', stderr);                                                                               \
-            return 0;                                                                                          \
-        }                                                                                                      \
+#define DIFF(cond, ...)                                                                                                \
+    do {                                                                                                               \
+        if (cond) {                                                                                                    \
+            fprintf(stderr, "  %s: ", what);                                                                           \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fputc('\n', stderr);                                                                                       \
+            return 0;                                                                                                  \
+        }                                                                                                              \
     } while (0)
     DIFF(a->open_st != b->open_st, "open status %s vs %s", md_status_str(a->open_st), md_status_str(b->open_st));
     DIFF(strcmp(a->open_err, b->open_err) != 0, "open message \"%s\" vs \"%s\"", a->open_err, b->open_err);
@@ -362,7 +373,7 @@ static void check_same_probe(const char *path)
 
 static void test_probe_same_as_in_process(void)
 {
-    static const char *names[] = {"h264.mp4", "vp9.webm", "mpeg4.avi", "cut.mp4", "head.mp4", "audio.m4a",
+    static const char *names[] = {"h264.mp4",  "vp9.webm", "mpeg4.avi",   "cut.mp4", "head.mp4", "audio.m4a",
                                   "empty.mp4", "text.mp4", "missing.mp4", "dir.mp4", "still.png"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         check_same_probe(fx(names[i]));
@@ -443,8 +454,8 @@ static void test_decode_same_as_in_process(void)
 static void test_decode_errors_same_as_in_process(void)
 {
     md_video_params p = params(1.0, 32, 4);
-    static const char *names[] = {"missing.mp4", "empty.mp4", "text.mp4", "audio.m4a", "head.mp4", "dir.mp4",
-                                  "still.png"};
+    static const char *names[] = {"missing.mp4", "empty.mp4", "text.mp4", "audio.m4a",
+                                  "head.mp4",    "dir.mp4",   "still.png"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         check_same_decode(fx(names[i]), &p, 0);
     p.fps = -1; /* a bad parameter: the worker's check, the same message */
@@ -485,18 +496,18 @@ static void test_real_clips_same_as_in_process(void)
 static void test_load_image_same_as_in_process(void)
 {
     static float a[3 * 96 * 96], b[3 * 96 * 96];
-    static const char *names[] = {"still.png", "h264.mp4", "vp9.webm", "audio.m4a", "missing.png", "text.mp4",
-                                  "empty.mp4"};
+    static const char *names[] = {"still.png",   "h264.mp4", "vp9.webm", "audio.m4a",
+                                  "missing.png", "text.mp4", "empty.mp4"};
     const float mean[3] = {0.5f, 0.25f, 0.125f}, std[3] = {0.5f, 0.5f, 0.25f};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         for (int custom = 0; custom < 2; custom++) {
             char ea[256], eb[256];
             memset(a, 0, sizeof a);
             memset(b, 0xff, sizeof b);
-            md_status sa = md_video_load_image(fx(names[i]), 96, custom ? mean : NULL, custom ? std : NULL, a, ea,
-                                               sizeof ea);
-            md_status sb = md_video_iso_load_image(NULL, fx(names[i]), 96, custom ? mean : NULL, custom ? std : NULL,
-                                                   b, eb, sizeof eb);
+            md_status sa =
+                md_video_load_image(fx(names[i]), 96, custom ? mean : NULL, custom ? std : NULL, a, ea, sizeof ea);
+            md_status sb = md_video_iso_load_image(NULL, fx(names[i]), 96, custom ? mean : NULL, custom ? std : NULL, b,
+                                                   eb, sizeof eb);
             CHECK_EQ_INT(sb, sa);
             CHECK_STR(eb, ea);
             if (sa == MD_OK)
@@ -601,7 +612,10 @@ static void check_killed(int sig, const char *want)
     decoded_free(&g_b);
 }
 
-static void test_worker_sigkill(void) { check_killed(SIGKILL, "decoder process killed by signal 9 (SIGKILL)"); }
+static void test_worker_sigkill(void)
+{
+    check_killed(SIGKILL, "decoder process killed by signal 9 (SIGKILL)");
+}
 
 /* Under ASan the worker's SIGSEGV is AddressSanitizer's: it reports and aborts (abort_on_error=1,
  * set for workers by isolate.c), so the worker dies of SIGABRT. */
@@ -851,8 +865,8 @@ static void test_sandbox_in_place(void)
         n++;
         int ok = (fd <= 1 && strcmp(link, "/dev/null") == 0) || fd == 2 ||
                  ((fd == 4 || fd == 5) && strncmp(link, "pipe:", 5) == 0 && ++pipes) ||
-                 (fd == 6 && strncmp(link, "/memfd:", 7) == 0) || /* closed once mapped, normally */
-                 ((fd == 3 || fd >= 6) && strcmp(link, real) == 0);  /* FFmpeg's own opens of it */
+                 (fd == 6 && strncmp(link, "/memfd:", 7) == 0) ||   /* closed once mapped, normally */
+                 ((fd == 3 || fd >= 6) && strcmp(link, real) == 0); /* FFmpeg's own opens of it */
         if (!ok) {
             fprintf(stderr, "  worker fd %d -> %s\n", fd, link);
             md_t_cur_failed = 1;
@@ -884,8 +898,8 @@ static void test_worker_cannot_open_other_files(void)
     p.open = nested;
     decode_all(0, NULL, fx("list.m3u8"), &p, NULL, &g_a);
     decode_all(1, NULL, fx("list.m3u8"), &p, NULL, &g_b);
-    fprintf(stderr, "  allow_nested: in-process decode: %s, %d samples; isolated: %s %s\n",
-            md_status_str(g_a.open_st), g_a.n, md_status_str(g_b.open_st), g_b.open_err);
+    fprintf(stderr, "  allow_nested: in-process decode: %s, %d samples; isolated: %s %s\n", md_status_str(g_a.open_st),
+            g_a.n, md_status_str(g_b.open_st), g_b.open_err);
     CHECK(g_a.open_st == MD_OK && g_a.end_st == MD_OK && g_a.n > 0);
     CHECK(g_b.open_st != MD_OK || g_b.end_st != MD_OK || g_b.n == 0);
     decoded_free(&g_a);
