@@ -137,6 +137,7 @@ static md_status embed_query(md_library *lib, const md_search_query *q, float *e
             s = md_video_load_image(q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
         } else {
             md_video_sandbox sb = md_video_sandbox_default();
+            sb.watchdog_s = 10; /* a picture has no progress ticks: this bounds the whole decode */
             if (lib->p.decode_mem_limit)
                 sb.mem_limit_bytes = lib->p.decode_mem_limit > 0 ? lib->p.decode_mem_limit : 0; /* < 0: none */
             s = md_video_iso_load_image(&sb, q->image_path, S, lib->p.mean, lib->p.std, px, err, sizeof err);
