@@ -202,6 +202,18 @@ out:
 
 /* ---- list, get, delete, statistics ---------------------------------------------------------- */
 
+/* "total", "limit", "offset" and "next_offset" (null on the last page) of a listing. */
+static void add_page(cJSON *res, long long total, long long limit, long long offset)
+{
+    cJSON_AddNumberToObject(res, "total", (double)total);
+    cJSON_AddNumberToObject(res, "limit", (double)limit);
+    cJSON_AddNumberToObject(res, "offset", (double)offset);
+    if (offset + limit < total)
+        cJSON_AddNumberToObject(res, "next_offset", (double)(offset + limit));
+    else
+        cJSON_AddNullToObject(res, "next_offset");
+}
+
 md_status md_library_list_videos(md_library *lib, long long limit, long long offset, cJSON **out, md_errbuf *e)
 {
     md_video_rec *recs = NULL;
@@ -219,13 +231,7 @@ md_status md_library_list_videos(md_library *lib, long long limit, long long off
     for (int i = 0; i < n; i++)
         cJSON_AddItemToArray(arr, md_video_json(&recs[i]));
     free(recs);
-    cJSON_AddNumberToObject(res, "total", (double)total);
-    cJSON_AddNumberToObject(res, "limit", (double)limit);
-    cJSON_AddNumberToObject(res, "offset", (double)offset);
-    if (offset + limit < total)
-        cJSON_AddNumberToObject(res, "next_offset", (double)(offset + limit));
-    else
-        cJSON_AddNullToObject(res, "next_offset");
+    add_page(res, total, limit, offset);
     *out = res;
     return MD_OK;
 }
@@ -288,13 +294,7 @@ md_status md_library_list_jobs(md_library *lib, const char *state, long long vid
     for (int i = 0; i < n; i++)
         cJSON_AddItemToArray(arr, md_job_json(&recs[i]));
     free(recs);
-    cJSON_AddNumberToObject(res, "total", (double)total);
-    cJSON_AddNumberToObject(res, "limit", (double)limit);
-    cJSON_AddNumberToObject(res, "offset", (double)offset);
-    if (offset + limit < total)
-        cJSON_AddNumberToObject(res, "next_offset", (double)(offset + limit));
-    else
-        cJSON_AddNullToObject(res, "next_offset");
+    add_page(res, total, limit, offset);
     *out = res;
     return MD_OK;
 }
