@@ -624,6 +624,10 @@ md_status md_video_decoder_open(const char *path, const md_video_params *params,
     *out = d;
     d = NULL;
 out:
+    /* An interrupt during the open makes FFmpeg stop early with half-filled parameters (0x0, no
+     * stream): that is a cancellation, not a property of the file. */
+    if (st != MD_OK && st != MD_ERR_CANCELLED && d && d->cancelled)
+        st = md_errf(err, errlen, MD_ERR_CANCELLED, "cancelled");
     md_video_decoder_close(d);
     return st;
 }

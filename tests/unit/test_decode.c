@@ -1343,6 +1343,46 @@ static void test_interrupt_latency(void)
     CHECK_EQ_INT(st, MD_ERR_CANCELLED);
 }
 
+/* An interrupt during the decoder's open (FFmpeg then stops with half-filled parameters) is a
+ * cancellation, whichever of its first checks it comes at, and so is one right after it (the
+ * first batch says so); a fuzzed h263 upload said "video has invalid dimensions 0x0" instead
+ * (found by fuzz_http). */
+static int g_open_checks, g_open_stop_at;
+static int stop_at_check(void *ctx)
+{
+    (void)ctx;
+    return ++g_open_checks >= g_open_stop_at;
+}
+
+static void test_interrupt_during_open(void)
+{
+    int cancelled = 0, tried = 0;
+    for (g_open_stop_at = 1; g_open_stop_at <= 12; g_open_stop_at++) {
+        md_video_params p = params_fps(1.0, 16);
+        p.interrupt = stop_at_check;
+        g_open_checks = 0;
+        md_video_decoder *d = NULL;
+        char err[256] = "";
+        md_status st = md_video_decoder_open(fx("long.mp4"), &p, NULL, &d, err, sizeof err);
+        if (st == MD_OK) {
+            /* The stop came after the open's own work: the first batch says cancelled. */
+            md_video_batch b;
+            st = md_video_decoder_next(d, &b);
+            snprintf(err, sizeof err, "%s", md_video_decoder_error(d));
+        }
+        md_video_decoder_close(d);
+        if (g_open_checks < g_open_stop_at)
+            break; /* asked fewer times than this: every earlier stop was tried */
+        tried++;
+        if (st != MD_ERR_CANCELLED)
+            fprintf(stderr, "  stop at check %d: %s (%s)\n", g_open_stop_at, md_status_str(st), err);
+        CHECK_EQ_INT(st, MD_ERR_CANCELLED);
+        cancelled += st == MD_ERR_CANCELLED;
+    }
+    CHECK(tried > 0);
+    CHECK_EQ_INT(cancelled, tried);
+}
+
 static long peak_rss_kb(void)
 {
     struct rusage ru;
@@ -1545,6 +1585,7 @@ int main(int argc, char **argv)
     RUN(test_image_pattern_is_one_file);
     RUN(test_gap);
     RUN(test_interrupt_latency);
+    RUN(test_interrupt_during_open);
     RUN(test_picture_limits);
     RUN(test_truncated_reported);
     RUN(test_memory_released);
