@@ -22,6 +22,7 @@ const char *md_query_str(md_req *r, const char *name)
 
 static md_status opt_ll(md_req *r, const char *name, long long def, long long min, long long max, long long *out,
                         md_errbuf *e);
+static md_status opt_str(md_req *r, const char *name, const char **out, md_errbuf *e);
 
 static md_status reply_json(md_req *r, unsigned int code, cJSON *json)
 {
@@ -164,6 +165,46 @@ static md_status h_get_job(md_req *r, md_errbuf *e)
     cJSON *res;
     md_status st = md_library_get_job(r->srv->lib, r->params[0], &res, e);
     return st != MD_OK ? st : reply_json(r, 200, res);
+}
+
+static md_status h_list_jobs(md_req *r, md_errbuf *e)
+{
+    long long limit, offset, video_id;
+    const char *state = NULL, *kind = NULL;
+    md_status st;
+    if ((st = opt_ll(r, "limit", 50, 1, 1000, &limit, e)) != MD_OK ||
+        (st = opt_ll(r, "offset", 0, 0, (long long)1 << 53, &offset, e)) != MD_OK ||
+        (st = opt_ll(r, "video_id", 0, 1, MD_ID_MAX, &video_id, e)) != MD_OK ||
+        (st = opt_str(r, "state", &state, e)) != MD_OK || (st = opt_str(r, "kind", &kind, e)) != MD_OK)
+        return st;
+    static const char *const states[] = {"queued", "running", "done", "failed", "cancelled"};
+    if (state) {
+        int known = 0;
+        for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+            known |= !strcmp(state, states[i]);
+        if (!known)
+            return md_fail(e, MD_ERR_INVALID, "'state' must be one of queued, running, done, failed, cancelled");
+    }
+    if (kind && !kind[0])
+        kind = NULL;
+    cJSON *res;
+    if ((st = md_library_list_jobs(r->srv->lib, state, video_id, kind, limit, offset, &res, e)) != MD_OK)
+        return st;
+    return reply_json(r, 200, res);
+}
+
+static md_status h_cancel_job(md_req *r, md_errbuf *e)
+{
+    cJSON *res;
+    md_status st = md_library_cancel_job(r->srv->lib, r->params[0], &res, e);
+    return st != MD_OK ? st : reply_json(r, 200, res);
+}
+
+static md_status h_reindex_video(md_req *r, md_errbuf *e)
+{
+    cJSON *res;
+    md_status st = md_library_reindex_video(r->srv->lib, r->params[0], &res, e);
+    return st != MD_OK ? st : reply_json(r, 202, res);
 }
 
 static md_status h_index(md_req *r, md_errbuf *e)
@@ -424,7 +465,10 @@ const md_route md_routes[] = {
     {"GET", "/v1/videos/{id}", h_get_video, MD_BODY_NONE, 0, 0},
     {"DELETE", "/v1/videos/{id}", h_delete_video, MD_BODY_NONE, 0, 0},
     {"POST", "/v1/index", h_index, MD_BODY_JSON, 0, 0},
+    {"POST", "/v1/videos/{id}/reindex", h_reindex_video, MD_BODY_NONE, 0, 0},
+    {"GET", "/v1/jobs", h_list_jobs, MD_BODY_NONE, 0, 0},
     {"GET", "/v1/jobs/{id}", h_get_job, MD_BODY_NONE, 0, 0},
+    {"POST", "/v1/jobs/{id}/cancel", h_cancel_job, MD_BODY_NONE, 0, 0},
     {"GET", "/v1/search", h_search, MD_BODY_NONE, 0, 1},
     {"POST", "/v1/search", h_search, MD_BODY_QUERY, 0, 1},
     {"GET", "/v1/videos/{id}/ground", h_ground, MD_BODY_NONE, 0, 1},

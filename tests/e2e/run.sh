@@ -15,7 +15,7 @@
 # the order they run (each starts at a "# ====" banner with `if section NAME`):
 #   health uploads list delete errors notvideo concurrent toolarge apikey index
 #   crash sigterm config cors fulldisk search resume models temporal limits ids lock
-#   httpedge metrics hostile
+#   httpedge metrics hostile jobs
 # At the end one more check parses every JSON answer the suite received with a strict UTF-8
 # JSON parser (lib.sh, e2e_check_json).
 # An unknown name is an error (exit 2) that lists the valid ones.
@@ -42,7 +42,7 @@ E2E_BIN=$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")
 # Sections in the order they run, and the section whose state (daemon, ids, data
 # dir) each one uses; e2e_select (lib.sh) reads E2E_ONLY against these.
 E2E_SECTIONS=(health uploads list delete errors notvideo concurrent toolarge apikey index crash sigterm config cors
-    fulldisk search resume models temporal limits ids lock httpedge metrics hostile)
+    fulldisk search resume models temporal limits ids lock httpedge metrics hostile jobs)
 declare -A E2E_NEEDS=([uploads]=health [list]=uploads [delete]=list [errors]=health [notvideo]=health
     [concurrent]=health [sigterm]=health [models]=search)
 e2e_select
@@ -946,6 +946,124 @@ if section hostile "25. hostile media through the sandboxed decoders (tests/e2e/
     # shellcheck source=tests/e2e/hostile.sh
     source "$HERE/hostile.sh"
     e2e_hostile "$TMP/data-hostile"
+fi
+
+# =============================================================================
+if section jobs "26. jobs: list and filter, cancel a queued and a running job, reindex"; then
+    # One worker, and every job waits 2 s in running before its first window: the first upload's
+    # job runs while the other two wait in the queue.
+    if start_daemon jobs "$TMP/data-jobs" --workers 1 --debug-job-delay-ms 2000; then
+        ok "daemon with --workers 1 --debug-job-delay-ms 2000 starts"
+        JV=() JJ=()
+        for n in 1 2 3; do
+            api POST "/v1/videos?name=jobs_$n.mp4" --data-binary "@$TMP/media/out_$n.mp4"
+            check_status "jobs: upload out_$n.mp4 queues a job" 202
+            JV+=("$(jqb '.video.id')")
+            JJ+=("$(jqb '.job.id')")
+        done
+        j1=${JJ[0]} j2=${JJ[1]} j3=${JJ[2]} v1=${JV[0]} v2=${JV[1]} v3=${JV[2]}
+        api GET /v1/jobs
+        check_status "GET /v1/jobs" 200
+        check_jq "list: 3 jobs of total 3, newest first, one page" \
+            '(.jobs | length) == 3 and .total == 3 and .limit == 50 and .offset == 0 and .next_offset == null
+             and [.jobs[].id] == [$c, $b, $a] and $a < $b and $b < $c' \
+            --argjson a "$j1" --argjson b "$j2" --argjson c "$j3"
+        api GET "/v1/jobs?limit=2"
+        check_jq "list limit=2: the two newest, next_offset 2" \
+            '(.jobs | length) == 2 and .total == 3 and .limit == 2 and .next_offset == 2 and [.jobs[].id] == [$c, $b]' \
+            --argjson b "$j2" --argjson c "$j3"
+        api GET "/v1/jobs?limit=2&offset=2"
+        check_jq "list limit=2&offset=2: the oldest, next_offset null" \
+            '(.jobs | length) == 1 and .total == 3 and .offset == 2 and .next_offset == null and .jobs[0].id == $a' \
+            --argjson a "$j1"
+        api GET "/v1/jobs?state=queued"
+        check_jq "state=queued: non-empty, all queued, holds the two waiting jobs" \
+            '(.jobs | length) > 0 and .total == (.jobs | length) and all(.jobs[]; .state == "queued")
+             and ([.jobs[].id] | index($b) != null and index($c) != null)' \
+            --argjson b "$j2" --argjson c "$j3"
+        api GET "/v1/jobs?video_id=$v2"
+        check_jq "video_id=$v2: exactly that video's job" \
+            '(.jobs | length) == 1 and .total == 1 and .jobs[0].id == $b and .jobs[0].video_id == $v' \
+            --argjson b "$j2" --argjson v "$v2"
+        api GET "/v1/jobs?kind=index&limit=1000"
+        check_jq "kind=index: non-empty, all three, all of kind index" \
+            '(.jobs | length) == 3 and .total == 3 and all(.jobs[]; .kind == "index")'
+        api GET "/v1/jobs?kind=nosuchkind"
+        check_jq "kind=nosuchkind: none" '.jobs == [] and .total == 0 and .next_offset == null'
+
+        # A running job: marked cancelled at once; its worker stops at its next window.
+        if wait_job "$j1" 10 running; then
+            ok "job $j1 is running"
+            api POST "/v1/jobs/$j1/cancel"
+            check_status "cancel running job $j1" 200
+            check_jq "cancel running job: the job, state cancelled" '.id == $a and .state == "cancelled"' --argjson a "$j1"
+            got=0
+            for ((i = 0; i < 100; i++)); do
+                grep -q "job $j1: cancelled" "${D_LOG[jobs]}" && { got=1; break; }
+                sleep 0.1
+            done
+            check_eq "the daemon logs 'job $j1: cancelled' when its worker stops" 1 "$got"
+            sleep 2
+            api GET "/v1/jobs/$j1"
+            check_jq "job $j1 stays cancelled (not done) after its worker stopped" '.state == "cancelled"'
+            api GET "/v1/videos/$v1"
+            check_jq "video $v1 shows status cancelled" '.status == "cancelled"'
+        else
+            not_ok "job $j1 is running" "state '$JOB_STATE' after 10 s"
+        fi
+
+        # A queued job: cancelled at once; a second cancel is a conflict.
+        api GET "/v1/jobs/$j3"
+        check_jq "job $j3 is still queued (job $j2 holds the one worker)" '.state == "queued"'
+        api POST "/v1/jobs/$j3/cancel"
+        check_status "cancel queued job $j3" 200
+        check_jq "cancel queued job: the job, state cancelled" '.id == $c and .state == "cancelled"' --argjson c "$j3"
+        api POST "/v1/jobs/$j3/cancel"
+        check_error "cancel job $j3 again" 409
+        api GET "/v1/videos/$v3"
+        check_jq "video $v3 shows status cancelled" '.status == "cancelled"'
+        api GET "/v1/jobs?state=cancelled"
+        check_jq "state=cancelled: non-empty, exactly jobs $j3 and $j1" \
+            '(.jobs | length) > 0 and all(.jobs[]; .state == "cancelled") and [.jobs[].id] == [$c, $a]' \
+            --argjson a "$j1" --argjson c "$j3"
+
+        # Reindex: a new job, with an id above every earlier one; again while queued is a conflict.
+        api POST "/v1/videos/$v3/reindex"
+        check_status "reindex cancelled video $v3" 202
+        check_jq "reindex: {video, job}, a new job above every earlier id" \
+            '.video.id == $v and .job.video_id == $v and .job.state == "queued" and .job.id > $c and .job.id > $b
+             and .job.id > $a' --argjson v "$v3" --argjson a "$j1" --argjson b "$j2" --argjson c "$j3"
+        jr=$(jqb '.job.id')
+        api POST "/v1/videos/$v3/reindex"
+        check_error "reindex video $v3 again while it is queued" 409
+        api GET /v1/jobs
+        check_jq "list: 4 jobs now, the reindex job first" '(.jobs | length) == 4 and .total == 4 and .jobs[0].id == $r' \
+            --argjson r "${jr:-0}"
+
+        # Unknown ids and bad parameters.
+        api POST /v1/jobs/999999/cancel
+        check_error "cancel unknown job" 404
+        api POST /v1/videos/999999/reindex
+        check_error "reindex unknown video" 404
+        api GET "/v1/jobs?state=bogus"
+        check_error "GET /v1/jobs?state=bogus" 400
+        check_jq "the message names 'state'" '.error.message | contains("state")'
+        for q in video_id=0 limit=0 limit=1001 offset=-1 limit=abc; do
+            api GET "/v1/jobs?$q"
+            check_error "GET /v1/jobs?$q" 400
+        done
+
+        # The queue goes on: the reindexed video gets indexed.
+        wait_job "$j2" 30 done || true
+        check_eq "job $j2 finishes done" done "$JOB_STATE"
+        wait_job "${jr:-0}" 30 done || true
+        check_eq "reindex job $jr finishes done" done "$JOB_STATE"
+        api GET "/v1/videos/$v3"
+        check_jq "video $v3 is ready after the reindex" '.status == "ready"'
+        stop_daemon jobs || true
+    else
+        not_ok "daemon with --workers 1 --debug-job-delay-ms 2000 starts" "see log above"
+    fi
 fi
 
 # =============================================================================
