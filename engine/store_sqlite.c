@@ -37,17 +37,12 @@ typedef struct sq {
 static md_status status_of(int rc)
 {
     switch (rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_DONE:
-    case SQLITE_ROW: return MD_OK;
+    case SQLITE_OK: case SQLITE_DONE: case SQLITE_ROW: return MD_OK;
     case SQLITE_FULL: return MD_ERR_NO_SPACE;
     case SQLITE_NOMEM: return MD_ERR_NOMEM;
     case SQLITE_CONSTRAINT: return MD_ERR_CONFLICT;
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY: return MD_ERR_IO;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED: return MD_ERR_UNAVAILABLE;
+    case SQLITE_IOERR: case SQLITE_CANTOPEN: case SQLITE_READONLY: return MD_ERR_IO;
+    case SQLITE_BUSY: case SQLITE_LOCKED: return MD_ERR_UNAVAILABLE;
     default: return MD_ERR_DB;
     }
 }
@@ -151,6 +146,19 @@ static void text_col(sqlite3_stmt *st, int col, char *out, size_t len)
     snprintf(out, len, "%s", t ? (const char *)t : "");
 }
 
+/* Doubles the array of records ARR (*CAP of them, 16 at first); NULL, with ARR freed, when memory
+ * runs out. */
+static void *grow(void *arr, int *cap, size_t size)
+{
+    int nc = *cap ? 2 * *cap : 16;
+    void *na = realloc(arr, (size_t)nc * size);
+    if (!na)
+        free(arr);
+    else
+        *cap = nc;
+    return na;
+}
+
 static md_job_state state_of(const char *t)
 {
     if (!t)
@@ -175,11 +183,7 @@ static int sq_version(md_store *base)
     return v;
 }
 
-static int sq_latest_version(md_store *s)
-{
-    (void)s;
-    return md_n_migrations;
-}
+static int sq_latest_version(md_store *s) { return (void)s, md_n_migrations; }
 
 /* Foreign keys off while migrating (a migration may rebuild a table that others reference; the
  * pragma is a no-op inside a transaction), checked before each commit, on again afterwards. */
@@ -440,15 +444,9 @@ static md_status sq_video_list(md_store *base, long long limit, long long offset
         return fail(s, rc, "counting videos");
     rc = prepare(s, &st, "SELECT " VIDEO_COLS VIDEO_FROM "ORDER BY v.id LIMIT ? OFFSET ?", "ii", limit, offset);
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            int nc = cap ? 2 * cap : 16;
-            md_video_rec *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory listing videos");
-                goto out;
-            }
-            arr = na;
-            cap = nc;
+        if (cnt == cap && !(arr = grow(arr, &cap, sizeof *arr))) {
+            ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory listing videos");
+            goto out;
         }
         read_video(st, &arr[cnt++]);
         rc = SQLITE_OK;
@@ -590,15 +588,9 @@ static md_status sq_job_list(md_store *base, const md_job_query *q, md_job_rec *
                  state, q->video_id > 0 ? q->video_id : -1LL, q->kind, q->limit, q->offset);
 #undef JOB_WHERE
     while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            int nc = cap ? 2 * cap : 16;
-            md_job_rec *na = realloc(arr, (size_t)nc * sizeof *na);
-            if (!na) {
-                ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory listing jobs");
-                goto out;
-            }
-            arr = na;
-            cap = nc;
+        if (cnt == cap && !(arr = grow(arr, &cap, sizeof *arr))) {
+            ret = md_errf(s->base.err, sizeof s->base.err, MD_ERR_NOMEM, "out of memory listing jobs");
+            goto out;
         }
         read_job(st, &arr[cnt++]);
         rc = SQLITE_OK;
